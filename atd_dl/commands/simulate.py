@@ -1,0 +1,107 @@
+"""``atd-dl simulate``: write simulated raw frames, masters, catalogs and truth tables."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from atd_dl.errors import InputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``simulate`` sub-command."""
+    p = subparsers.add_parser(
+        "simulate",
+        help="simulate wide-field frames with known truth",
+        description=(
+            'Simulate raw 16-bit frames of the ATD-DL wide-field camera (QHY4040, 14.86"/px, '
+            "100 ms) with a Gaia-like reference catalog, a truth table and master bias/dark. "
+            "Frames of one run never overlap on the sky; frame k depends only on (seed, k)."
+        ),
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--n-frames", type=int, default=1, help="number of frames (default 1)")
+    p.add_argument("--preset", choices=["sparse", "paper", "dense"], default="paper")
+    p.add_argument("--seed", type=int, default=0, help="run seed (camera, pointings, fields)")
+    p.add_argument("--size", type=int, default=None, help="frame size in px (default 1600)")
+    p.add_argument("--start-index", type=int, default=0, help="index of the first frame")
+    p.add_argument(
+        "--isolated",
+        action="store_true",
+        help="isolated stars: no close pairs, trails, cosmic rays or saturating stars, "
+        "and a minimum separation between stars",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override any SimConfig field, e.g. --set sky_mag_arcsec2=19.5 --set sip_corner_px=1.5",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def _parse_overrides(items: list[str]) -> dict[str, object]:
+    from atd_dl.sim.config import SimConfig
+
+    fields = {f.name: f for f in dataclasses.fields(SimConfig)}
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise InputError(
+                None, f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}"
+            )
+        default = getattr(SimConfig(), key)
+        try:
+            if isinstance(default, bool):
+                parsed: object = value.strip().lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, int):
+                parsed = int(value)
+            elif isinstance(default, tuple):
+                parsed = tuple(float(v) for v in value.split(","))
+            elif isinstance(default, float) or default is None:
+                parsed = None if value.strip().lower() == "none" else float(value)
+            else:
+                parsed = value
+        except ValueError as err:
+            raise InputError(None, f"--set {item!r}: {err}") from None
+        out[key] = parsed
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Simulate the requested frames; exit code 1 when any frame failed."""
+    from atd_dl.sim.config import preset_config
+    from atd_dl.sim.simulate import simulate_run
+
+    if args.n_frames < 1:
+        raise InputError(None, f"--n-frames must be >= 1, got {args.n_frames}")
+    if args.start_index < 0:
+        raise InputError(None, f"--start-index must be >= 0, got {args.start_index}")
+    overrides = _parse_overrides(args.overrides)
+    if args.size is not None:
+        overrides["size"] = args.size
+    if args.isolated:
+        overrides["isolated"] = True
+    cfg = preset_config(args.preset, **overrides)
+    report = simulate_run(
+        cfg,
+        args.seed,
+        args.out,
+        args.n_frames,
+        start_index=args.start_index,
+        progress=not args.no_progress,
+    )
+    print(
+        f"simulate: {len(report.written)} written, {len(report.skipped)} skipped "
+        f"(already present), {len(report.failed)} failed -> {args.out}"
+    )
+    for name, problem in report.failed.items():
+        print(f"  failed {name}: {problem}", file=sys.stderr)
+    return 1 if report.failed else 0

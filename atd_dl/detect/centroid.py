@@ -1,0 +1,192 @@
+"""Per-source measurements on a segmentation map: weighted centroids, fluxes, FWHM.
+
+Pixel convention: 0-based, pixel centre = integer, arrays ``[y, x]``. All functions are
+vectorised over sources (``np.bincount`` over the segment pixels, photutils apertures);
+images are background-subtracted intensities, in electrons when the gain is known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Centroids:
+    """Intensity-weighted centroids (paper Eq. 16) of segments ``1..n`` (arrays of length n)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_err: np.ndarray
+    y_err: np.ndarray
+    sum_weights: np.ndarray  # sum of the clipped intensities (isophotal flux, >= 0)
+    area: np.ndarray  # pixels in the segment
+
+
+def weighted_centroids(
+    seg: np.ndarray,
+    n: int,
+    image: np.ndarray,
+    variance: np.ndarray | float,
+    *,
+    fg: np.ndarray | None = None,
+) -> Centroids:
+    """Eq. 16 centroids ``x_c = sum(x I) / sum(I)`` over each segment's pixels.
+
+    Weights ``I`` are the background-subtracted intensities with negative values clipped
+    to 0 (non-finite pixels must already be 0). A segment whose weights sum to 0 falls back
+    to its geometric centre. Uncertainties propagate the per-pixel ``variance``:
+    ``var(x_c) = sum((x - x_c)^2 var_i) / (sum I)^2``; the geometric fallback gets the
+    uniform-blob error ``sqrt(area / 12) / sqrt(area)``.
+    """
+    if fg is None:
+        fg = np.flatnonzero(seg)
+    lab = seg.ravel()[fg]
+    y, x = np.divmod(fg, seg.shape[1])
+    w = np.clip(image.ravel()[fg].astype(np.float64), 0.0, None)
+    m = n + 1
+    area = np.bincount(lab, minlength=m).astype(np.float64)
+    sw = np.bincount(lab, weights=w, minlength=m)
+    sx = np.bincount(lab, weights=w * x, minlength=m)
+    sy = np.bincount(lab, weights=w * y, minlength=m)
+    gx = np.bincount(lab, weights=x, minlength=m) / np.maximum(area, 1.0)
+    gy = np.bincount(lab, weights=y, minlength=m) / np.maximum(area, 1.0)
+    ok = sw > 0
+    xc = np.where(ok, sx / np.where(ok, sw, 1.0), gx)
+    yc = np.where(ok, sy / np.where(ok, sw, 1.0), gy)
+    var = np.broadcast_to(np.asarray(variance, dtype=np.float64), seg.shape).ravel()[fg]
+    vx = np.bincount(lab, weights=(x - xc[lab]) ** 2 * var, minlength=m)
+    vy = np.bincount(lab, weights=(y - yc[lab]) ** 2 * var, minlength=m)
+    denom = np.where(ok, sw, 1.0) ** 2
+    fallback = np.sqrt(1.0 / 12.0) * np.ones(m)
+    x_err = np.where(ok, np.sqrt(vx / denom), fallback)
+    y_err = np.where(ok, np.sqrt(vy / denom), fallback)
+    return Centroids(
+        x=xc[1:], y=yc[1:], x_err=x_err[1:], y_err=y_err[1:], sum_weights=sw[1:], area=area[1:]
+    )
+
+
+def aperture_weights(dx: np.ndarray, dy: np.ndarray, radius: float) -> np.ndarray:
+    """Fractional pixel coverage of a circle of ``radius`` px, vectorised.
+
+    ``dx, dy`` are pixel-centre offsets from the aperture centre (any broadcastable
+    shape). A pixel whose centre lies at distance ``d`` is weighted
+    ``clip(r' + 0.5 - d, 0, 1)`` with ``r' = sqrt(r^2 - 1/12)``: the linear edge ramp
+    over-counts the area by ``pi / 12`` px^2, which ``r'`` removes, so the weights sum to
+    ``pi r^2`` (to < 0.1 %) and differ from the exact pixel/circle overlap by at most
+    0.07 on individual edge pixels.
+    """
+    r_eff = np.sqrt(max(radius * radius - 1.0 / 12.0, 1e-6))
+    return np.clip(r_eff + 0.5 - np.hypot(dx, dy), 0.0, 1.0)
+
+
+def aperture_fluxes(
+    image: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    radius: float,
+    variance: np.ndarray | float,
+    *,
+    mask: np.ndarray | None = None,
+    method: str = "fast",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Circular-aperture sums of ``image`` at ``(x, y)`` and their 1-sigma errors.
+
+    ``variance`` is the per-pixel total variance (image units squared); ``mask`` True
+    pixels are left out of both sums. ``method="fast"`` (default) stacks all apertures
+    into one array with :func:`aperture_weights` (vectorised; pixels off the frame count
+    as masked); ``method="exact"`` uses photutils ``CircularAperture`` with exact overlap
+    (slower, one Python call per source). The error is ``sqrt(sum(w var))`` as photutils
+    computes it. Returns ``(flux, flux_err)``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(x) == 0:
+        return np.zeros(0), np.zeros(0)
+    var = np.broadcast_to(np.asarray(variance, dtype=np.float32), image.shape)
+    if method == "exact":
+        from photutils.aperture import CircularAperture
+
+        aper = CircularAperture(np.column_stack([x, y]), r=float(radius))
+        flux, err = aper.do_photometry(image, error=np.sqrt(var), mask=mask, method="exact")
+        return np.asarray(flux, dtype=np.float64), np.asarray(err, dtype=np.float64)
+    if method != "fast":
+        raise ValueError(f"unknown aperture method {method!r}; use 'fast' or 'exact'")
+    k = int(np.ceil(radius + 0.5))
+    off = np.arange(-k, k + 1)
+    pad = k + 1
+    img = np.pad(np.asarray(image, dtype=np.float32), pad)
+    vp = np.pad(var, pad)
+    good = np.pad(
+        np.ones(image.shape, dtype=bool) if mask is None else ~np.asarray(mask, dtype=bool), pad
+    )
+    xi = np.rint(x).astype(np.int64)
+    yi = np.rint(y).astype(np.int64)
+    rows = yi[:, None, None] + off[None, :, None] + pad
+    cols = xi[:, None, None] + off[None, None, :] + pad
+    np.clip(rows, 0, img.shape[0] - 1, out=rows)
+    np.clip(cols, 0, img.shape[1] - 1, out=cols)
+    dx = (xi - x)[:, None, None] + off[None, None, :]
+    dy = (yi - y)[:, None, None] + off[None, :, None]
+    w = aperture_weights(dx, dy, radius) * good[rows, cols]
+    flux = np.einsum("nij,nij->n", w, img[rows, cols], dtype=np.float64)
+    ferr = np.sqrt(np.maximum(np.einsum("nij,nij->n", w, vp[rows, cols], dtype=np.float64), 0.0))
+    return flux, ferr
+
+
+def estimate_fwhm(
+    image: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    good: np.ndarray | None = None,
+    half_size: int = 5,
+    max_stars: int = 300,
+    default: float = 2.0,
+    iterations: int = 6,
+) -> float:
+    """Median FWHM (px) of bright isolated sources from adaptive (Gaussian-weighted) moments.
+
+    For each source (``good`` selects candidates; the first ``max_stars`` are used, so pass
+    them brightest first) the intensity in a ``(2 half_size + 1)^2`` box around the nearest
+    pixel is weighted by a circular Gaussian of width ``s`` centred on the weighted
+    centroid; for a Gaussian star of width ``sigma`` the weighted second moment is
+    ``sigma^2 / 2`` when ``s = sigma``, so iterating ``s <- sqrt(2 m2)`` converges to the
+    star's ``sigma`` while the weight suppresses noise and PSF wings. ``FWHM = 2.3548 sigma``
+    (pixel-integrated, i.e. including the pixel's 1/12 px^2). Returns ``default`` when
+    fewer than 5 sources are usable. The estimate only sets the photometry aperture.
+    """
+    ny, nx = image.shape
+    xi = np.rint(np.asarray(x)).astype(np.int64)
+    yi = np.rint(np.asarray(y)).astype(np.int64)
+    sel = np.ones(len(xi), dtype=bool) if good is None else np.asarray(good, dtype=bool).copy()
+    h = half_size
+    sel &= (xi >= h) & (xi < nx - h) & (yi >= h) & (yi < ny - h)
+    idx = np.flatnonzero(sel)[:max_stars]
+    if idx.size < 5:
+        return float(default)
+    off = np.arange(-h, h + 1, dtype=np.float64)
+    boxes = image[
+        yi[idx][:, None, None] + np.arange(-h, h + 1)[None, :, None],
+        xi[idx][:, None, None] + np.arange(-h, h + 1)[None, None, :],
+    ].astype(np.float64)
+    boxes = np.clip(boxes, 0.0, None)
+    gx = off[None, None, :]
+    gy = off[None, :, None]
+    s = np.full(len(idx), default / 2.3548)
+    mx = np.zeros(len(idx))
+    my = np.zeros(len(idx))
+    for _ in range(iterations):
+        r2 = (gx - mx[:, None, None]) ** 2 + (gy - my[:, None, None]) ** 2
+        w = boxes * np.exp(-0.5 * r2 / (s[:, None, None] ** 2))
+        sw = np.maximum(w.sum(axis=(1, 2)), 1e-30)
+        mx = np.clip((w * gx).sum(axis=(1, 2)) / sw, -1.0, 1.0)
+        my = np.clip((w * gy).sum(axis=(1, 2)) / sw, -1.0, 1.0)
+        r2 = (gx - mx[:, None, None]) ** 2 + (gy - my[:, None, None]) ** 2
+        m2 = 0.5 * (w * r2).sum(axis=(1, 2)) / sw
+        s = np.clip(np.sqrt(2.0 * m2), 0.3, h / 1.5)
+    ok = boxes.sum(axis=(1, 2)) > 0
+    if ok.sum() < 5:
+        return float(default)
+    return float(np.clip(2.3548 * np.median(s[ok]), 0.8, 20.0))

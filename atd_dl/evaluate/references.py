@@ -1,0 +1,238 @@
+"""Reference sets for evaluation: simulation truth or a catalog projected through the WCS.
+
+Pixel convention: 0-based, pixel centre = integer, ``x`` = column, ``y`` = row.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+from atd_dl.errors import InputError
+
+__all__ = [
+    "References",
+    "TestFrame",
+    "detections_xy",
+    "load_test_set",
+    "read_table",
+    "references_from_catalog",
+    "references_from_truth",
+]
+
+log = logging.getLogger(__name__)
+
+TABLE_SUFFIXES = (".ecsv", ".csv", ".fits", ".fit", ".fits.gz", ".vot", ".xml", ".txt", ".dat")
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
+
+
+@dataclass
+class References:
+    """Reference set A of one frame.
+
+    ``xy`` [M, 2] pixel positions; ``snr`` [M] the SNR that defines G (true SNR for a
+    simulation, 3×3-aperture SNR for a catalog); ``target`` [M] True for sources that may
+    enter G (stars, not trails); ``in_catalog`` [M] True for sources of the base catalog
+    (used by the growth rate); ``mag`` [M] magnitudes when known (NaN otherwise).
+    """
+
+    xy: np.ndarray
+    snr: np.ndarray
+    target: np.ndarray
+    in_catalog: np.ndarray
+    mag: np.ndarray
+    source: str = "truth"
+
+    def __len__(self) -> int:
+        return len(self.xy)
+
+
+@dataclass(frozen=True)
+class TestFrame:
+    """One frame of a simulated test set (``atd-dl simulate`` layout)."""
+
+    name: str
+    frame: Path
+    truth: Path | None
+    catalog: Path | None
+
+
+def read_table(path: str | Path) -> Table:
+    """Read an astropy-readable table (ECSV, CSV, FITS, VOTable, ASCII); raise InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    name = path.name.lower()
+    fmt = None
+    if name.endswith(".csv"):
+        fmt = "ascii.csv"
+    elif name.endswith(".ecsv"):
+        fmt = "ascii.ecsv"
+    try:
+        return Table.read(path, format=fmt) if fmt else Table.read(path)
+    except Exception as err:  # astropy raises many types for unreadable tables
+        raise InputError(path, f"cannot read table ({type(err).__name__}: {err})") from err
+
+
+def _column(table: Table, names: tuple[str, ...], path: Path | str | None, what: str) -> str:
+    lower = {c.lower(): c for c in table.colnames}
+    for n in names:
+        if n in table.colnames:
+            return n
+        if n.lower() in lower:
+            return lower[n.lower()]
+    raise InputError(
+        path, f"no {what} column (looked for {', '.join(names)}; has {', '.join(table.colnames)})"
+    )
+
+
+def detections_xy(
+    table: Table,
+    *,
+    x_col: str = "x",
+    y_col: str = "y",
+    one_based: bool = False,
+    path: Path | str | None = None,
+) -> np.ndarray:
+    """Pixel positions [N, 2] (0-based) from a detection table with ``x_col``/``y_col``.
+
+    ``one_based=True`` converts FITS/SExtractor-style 1-based positions (``X_IMAGE``).
+    Rows with non-finite positions raise InputError.
+    """
+    xc = _column(table, (x_col,), path, "x")
+    yc = _column(table, (y_col,), path, "y")
+    xy = np.column_stack([np.asarray(table[xc], float), np.asarray(table[yc], float)])
+    if xy.size and not np.all(np.isfinite(xy)):
+        bad = int((~np.isfinite(xy).all(axis=1)).sum())
+        raise InputError(path, f"{bad} rows have non-finite {xc}/{yc}")
+    return xy - 1.0 if one_based else xy
+
+
+def references_from_truth(
+    table: Table,
+    *,
+    path: Path | str | None = None,
+    snr_col: str | None = None,
+    target_kinds: tuple[str, ...] = ("star",),
+) -> References:
+    """References from a simulator truth table (``x, y, snr_true, in_catalog, kind``).
+
+    A = every row; rows whose ``kind`` is not in ``target_kinds`` (trails) stay in A but
+    never enter G. A table without ``kind`` treats every row as a target; without
+    ``in_catalog`` every row counts as catalogued.
+    """
+    xy = detections_xy(table, path=path)
+    n = len(xy)
+    sc = _column(table, (snr_col,) if snr_col else ("snr_true", "snr"), path, "SNR")
+    snr = np.asarray(table[sc], dtype=float)
+    if "kind" in table.colnames:
+        kinds = np.char.strip(np.asarray(table["kind"]).astype(str))
+        target = np.isin(kinds, target_kinds)
+    else:
+        target = np.ones(n, dtype=bool)
+    in_cat = np.asarray(table["in_catalog"], bool) if "in_catalog" in table.colnames else target
+    mag = np.asarray(table["mag"], float) if "mag" in table.colnames else np.full(n, np.nan)
+    return References(xy, snr, target, in_cat, mag, source="truth")
+
+
+def references_from_catalog(
+    catalog: Table,
+    frame: object,
+    *,
+    path: Path | str | None = None,
+    snr_box: int = 3,
+) -> References:
+    """References from a Gaia-like catalog projected through ``frame.wcs``.
+
+    The catalog is read with the canonical columns (``ra, dec, mag``), propagated to the
+    frame epoch and projected with :func:`atd_dl.io.catalogs.project_catalog`; the SNR
+    defining G is the fixed ``snr_box``×``snr_box`` aperture SNR of
+    :func:`atd_dl.labels.snr.box_snr` measured on ``frame.data``.
+    """
+    from atd_dl.io.catalogs import project_catalog
+    from atd_dl.labels.snr import box_snr
+
+    wcs = getattr(frame, "wcs", None)
+    if wcs is None:
+        raise InputError(
+            getattr(frame, "path", path), "frame has no celestial WCS; cannot project the catalog"
+        )
+    gain = getattr(frame, "gain", None)
+    if gain is None:
+        log.warning(
+            "%s: no GAIN in header; assuming 1 e-/ADU for the 3x3 SNR", getattr(frame, "path", "")
+        )
+        gain = 1.0
+    proj = project_catalog(catalog, wcs, frame.shape, epoch=getattr(frame, "date_obs", None))
+    x = np.asarray(proj["x"], float)
+    y = np.asarray(proj["y"], float)
+    if len(x):
+        snr = box_snr(
+            frame.data,
+            x,
+            y,
+            gain=float(gain),
+            box=snr_box,
+            bad=frame.mask,
+            saturated=frame.saturated,
+        ).snr
+    else:
+        snr = np.zeros(0)
+    n = len(x)
+    mag = np.asarray(proj["mag"], float) if "mag" in proj.colnames else np.full(n, np.nan)
+    return References(
+        np.column_stack([x, y]) if n else np.zeros((0, 2)),
+        np.asarray(snr, float),
+        np.ones(n, dtype=bool),
+        np.ones(n, dtype=bool),
+        mag,
+        source="catalog",
+    )
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suf in sorted(FITS_SUFFIXES + TABLE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return path.stem
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    if not folder.is_dir():
+        return None
+    for suf in TABLE_SUFFIXES:
+        p = folder / f"{stem}{suf}"
+        if p.is_file():
+            return p
+    return None
+
+
+def load_test_set(folder: str | Path, *, limit: int | None = None) -> list[TestFrame]:
+    """List the frames of a test set: ``frames/*.fits`` with ``truth/`` and ``catalogs/``.
+
+    A folder of FITS files without ``frames/`` is accepted too (truth/catalog looked up
+    beside it). Raises InputError when no frame is found or no frame has a reference.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "test set folder not found")
+    frames_dir = folder / "frames" if (folder / "frames").is_dir() else folder
+    paths = sorted(
+        p for p in frames_dir.iterdir() if p.is_file() and p.name.lower().endswith(FITS_SUFFIXES)
+    )
+    if not paths:
+        raise InputError(frames_dir, "no FITS frames found")
+    out = []
+    for p in paths:
+        stem = _stem(p)
+        out.append(
+            TestFrame(stem, p, _find(folder / "truth", stem), _find(folder / "catalogs", stem))
+        )
+    if not any(f.truth or f.catalog for f in out):
+        raise InputError(folder, "no truth/ or catalogs/ tables matching the frames")
+    return out[:limit] if limit else out

@@ -1,0 +1,553 @@
+"""Reading and writing single-frame FITS images.
+
+Pixel convention: arrays are ``[y, x]``, 0-based, pixel centre at integer coordinates
+(astropy ``origin=0``). :func:`read_frame` returns physical values (``BZERO``/``BSCALE``
+applied, so unsigned 16-bit data stored as int16 + ``BZERO = 32768`` come back as
+0..65535) as float32 ADU, with a mask of unusable pixels.
+
+Multi-extension files: the frame header is the primary header with the chosen
+extension's cards on top (the usual "inherit" convention, extension wins), so keywords
+such as ``EXPTIME`` or ``SATURATE`` that live only in the primary header are found.
+The WCS is taken from the chosen HDU's own header, or from the primary header when
+the extension has no celestial WCS (as in raw LCO Sinistro files).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import math
+import re
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.time import Time
+from astropy.utils.exceptions import AstropyWarning
+from astropy.wcs import WCS, FITSFixedWarning
+
+from atd_dl import __version__
+from atd_dl.errors import InputError
+from atd_dl.io.atomic import atomic_output
+
+__all__ = [
+    "Frame",
+    "read_frame",
+    "write_fits_image",
+    "write_raw_uint16",
+    "provenance_cards",
+    "strip_wcs_keywords",
+]
+
+log = logging.getLogger(__name__)
+
+GAIN_KEYS = ("GAIN", "EGAIN", "CCDGAIN")
+EXPTIME_KEYS = ("EXPTIME", "EXPOSURE", "EXP_TIME")
+SATURATION_KEYS = ("SATURATE", "SATLEVEL")
+
+# cards that describe the on-disk layout, not the image: dropped from Frame.header
+_STRUCTURAL = {
+    "SIMPLE",
+    "XTENSION",
+    "BITPIX",
+    "NAXIS",
+    "EXTEND",
+    "PCOUNT",
+    "GCOUNT",
+    "GROUPS",
+    "BZERO",
+    "BSCALE",
+    "BLANK",
+    "CHECKSUM",
+    "DATASUM",
+    "INHERIT",
+}
+_NAXIS_RE = re.compile(r"^NAXIS\d+$")
+_WCS_RE = re.compile(
+    r"^(WCSAXES|WCSNAME|CRPIX\d+|CRVAL\d+|CDELT\d+|CTYPE\d+|CUNIT\d+|CROTA\d+|CD\d+_\d+"
+    r"|PC\d+_\d+|PV\d+_\d+|PS\d+_\d+|LONPOLE|LATPOLE|RADESYS|RADECSYS|EQUINOX"
+    r"|A_ORDER|B_ORDER|AP_ORDER|BP_ORDER|A_\d+_\d+|B_\d+_\d+|AP_\d+_\d+|BP_\d+_\d+"
+    r"|A_DMAX|B_DMAX)$"
+)
+_OLD_DATE_RE = re.compile(r"^(\d{2})/(\d{2})/(\d{2})$")  # pre-1999 FITS DATE-OBS dd/mm/yy
+
+
+@dataclass
+class Frame:
+    """One image frame in physical units.
+
+    ``data`` float32 ``[ny, nx]`` in ADU; ``mask`` True where unusable (non-finite or
+    saturated); ``saturated`` True at or above the saturation level; ``wcs`` a celestial
+    WCS (SIP kept) or None; ``hdu`` the index of the HDU read; ``saturation_level`` the
+    level used for ``saturated`` (ADU) or None when none was known.
+    """
+
+    data: np.ndarray
+    mask: np.ndarray
+    saturated: np.ndarray
+    header: fits.Header
+    wcs: WCS | None
+    path: Path | None
+    hdu: int
+    saturation_level: float | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Image shape ``(ny, nx)``."""
+        return (int(self.data.shape[0]), int(self.data.shape[1]))
+
+    @property
+    def gain(self) -> float | None:
+        """Gain in electrons per ADU from GAIN / EGAIN / CCDGAIN (must be > 0), else None."""
+        return _first_number(self.header, GAIN_KEYS, positive=True)
+
+    @property
+    def exptime(self) -> float | None:
+        """Exposure time in seconds from EXPTIME / EXPOSURE, else None."""
+        return _first_number(self.header, EXPTIME_KEYS, positive=False)
+
+    @property
+    def date_obs(self) -> Time | None:
+        """Start of the exposure from DATE-OBS (+TIME-OBS) or MJD-OBS, else None."""
+        return parse_date_obs(self.header)
+
+
+# ---------------------------------------------------------------------------- header helpers
+
+
+def _first_number(header: fits.Header, keys: Iterable[str], *, positive: bool) -> float | None:
+    for key in keys:
+        value = header.get(key)
+        if isinstance(value, bool) or value is None:
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if not math.isfinite(number) or number < 0 or (positive and number == 0):
+            continue
+        return number
+    return None
+
+
+def _time_scale(header: fits.Header) -> str:
+    scale = str(header.get("TIMESYS", "utc")).strip().lower()
+    return scale if scale in Time.SCALES else "utc"
+
+
+def parse_date_obs(header: fits.Header) -> Time | None:
+    """Exposure start as an astropy Time, or None.
+
+    Order: a DATE-OBS with a time part; MJD-OBS; a date-only DATE-OBS combined with
+    TIME-OBS / UT / UTSTART when present. The old ``dd/mm/yy`` form is understood.
+    The time scale comes from TIMESYS (default UTC).
+    """
+    scale = _time_scale(header)
+    raw = header.get("DATE-OBS")
+    date = raw.strip() if isinstance(raw, str) else ""
+    old = _OLD_DATE_RE.match(date)
+    if old:
+        day, month, year = old.groups()
+        date = f"19{year}-{month}-{day}"
+    if date and "T" in date:
+        try:
+            return Time(date, scale=scale)
+        except ValueError:
+            pass
+    mjd = _first_number(header, ("MJD-OBS",), positive=True)
+    if mjd is not None:
+        return Time(mjd, format="mjd", scale=scale)
+    if date:
+        for key in ("TIME-OBS", "UT", "UTSTART"):
+            clock = header.get(key)
+            if isinstance(clock, str) and re.match(r"^\d{1,2}:\d{2}", clock.strip()):
+                try:
+                    return Time(f"{date[:10]}T{clock.strip()}", scale=scale)
+                except ValueError:
+                    break
+        try:
+            return Time(date, scale=scale)
+        except ValueError:
+            return None
+    return None
+
+
+def _is_structural(keyword: str) -> bool:
+    return keyword in _STRUCTURAL or bool(_NAXIS_RE.match(keyword))
+
+
+def _clean_header(header: fits.Header) -> fits.Header:
+    out = fits.Header()
+    for card in header.cards:
+        if _is_structural(card.keyword):
+            continue
+        out.append(card, end=True)
+    return out
+
+
+def _merge_headers(primary: fits.Header, ext: fits.Header) -> fits.Header:
+    merged = _clean_header(primary)
+    for card in _clean_header(ext).cards:
+        if card.keyword in ("COMMENT", "HISTORY", ""):
+            merged.append(card, end=True)
+        else:
+            merged[card.keyword] = (card.value, card.comment)
+    return merged
+
+
+def strip_wcs_keywords(header: fits.Header) -> fits.Header:
+    """Return a copy of ``header`` without primary-WCS keywords (incl. SIP)."""
+    out = fits.Header()
+    for card in header.cards:
+        if _WCS_RE.match(card.keyword):
+            continue
+        out.append(card, end=True)
+    return out
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def _hdu_kind(hdu: Any) -> str:
+    if isinstance(hdu, fits.CompImageHDU):
+        return "compressed image"
+    if isinstance(hdu, fits.BinTableHDU):
+        return "binary table"
+    if isinstance(hdu, fits.TableHDU):
+        return "ASCII table"
+    if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)):
+        return "image"
+    return type(hdu).__name__
+
+
+def _hdu_shape(hdu: Any) -> tuple[int, ...]:
+    header = hdu.header
+    naxis = int(header.get("NAXIS", 0) or 0)
+    return tuple(int(header.get(f"NAXIS{i}", 0) or 0) for i in range(naxis, 0, -1))
+
+
+def _is_image(hdu: Any) -> bool:
+    return isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and not isinstance(
+        hdu, fits.GroupsHDU
+    )
+
+
+def _describe_hdus(hdul: fits.HDUList) -> str:
+    parts = []
+    for i, hdu in enumerate(hdul):
+        shape = _hdu_shape(hdu)
+        if _is_image(hdu) and (not shape or 0 in shape):
+            what = "empty"
+        else:
+            what = f"{_hdu_kind(hdu)} {shape}" if _is_image(hdu) else _hdu_kind(hdu)
+        parts.append(f"{i} {hdu.name or '-'} ({what})")
+    return ", ".join(parts)
+
+
+def _hdu_label(index: int, hdu: Any) -> str:
+    return f"HDU {index} ({hdu.name or '-'})"
+
+
+def _pick_hdu(path: Path, hdul: fits.HDUList, hdu: int | str | None) -> int:
+    if hdu is None:
+        for i, item in enumerate(hdul):
+            shape = _hdu_shape(item)
+            if _is_image(item) and len(shape) >= 2 and 0 not in shape:
+                return i
+        raise InputError(path, f"no 2-D image data in this file (HDUs: {_describe_hdus(hdul)})")
+    if isinstance(hdu, (int, np.integer)) and not isinstance(hdu, bool):
+        index = int(hdu)
+        if not -len(hdul) <= index < len(hdul):
+            raise InputError(
+                path, f"no HDU {index}: the file has {len(hdul)} ({_describe_hdus(hdul)})"
+            )
+        return index % len(hdul)
+    if isinstance(hdu, str):
+        if hdu.strip().lstrip("-").isdigit():
+            return _pick_hdu(path, hdul, int(hdu))
+        try:
+            return hdul.index_of(hdu)
+        except KeyError:
+            raise InputError(path, f"no HDU named '{hdu}' (HDUs: {_describe_hdus(hdul)})") from None
+    raise InputError(path, f"hdu must be an index or a name, not {hdu!r}")
+
+
+def _celestial_wcs(header: fits.Header, hdul: fits.HDUList) -> WCS | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        warnings.simplefilter("ignore", AstropyWarning)
+        try:
+            wcs = WCS(header, fobj=hdul, relax=True)
+        except Exception as err:  # astropy raises many types for broken WCS headers
+            log.warning(
+                "ignoring unreadable WCS: %s", str(err).splitlines()[0] if str(err) else err
+            )
+            return None
+        if not wcs.has_celestial:
+            return None
+        return wcs.celestial
+
+
+def _saturation_from_storage(raw_header: fits.Header) -> float | None:
+    """Top of the integer range for unscaled integer storage (65535 for uint16), else None."""
+    bitpix = int(raw_header.get("BITPIX", -32))
+    bscale = float(raw_header.get("BSCALE", 1.0))
+    bzero = float(raw_header.get("BZERO", 0.0))
+    if bscale != 1.0 or bitpix not in (8, 16, 32):
+        return None
+    top = {8: 255.0, 16: 32767.0, 32: 2147483647.0}[bitpix]
+    return top + bzero
+
+
+def read_frame(
+    path: str | Path,
+    *,
+    hdu: int | str | None = None,
+    plane: int | None = None,
+    saturation: float | None = None,
+) -> Frame:
+    """Read one 2-D image from a FITS file (plain, gzipped, or tile-compressed ``.fz``).
+
+    ``hdu``: index or EXTNAME; default the first HDU holding a 2-D image. ``plane``:
+    index along the first numpy axis of a 3-D cube (length-1 leading axes are dropped
+    automatically). ``saturation``: level in ADU; overrides header SATURATE / SATLEVEL.
+    Without either, unscaled integer storage saturates at the top of its range
+    (65535 for unsigned 16-bit). Pass ``float('inf')`` to flag no pixels as saturated.
+
+    A frame whose pixels are all non-finite is returned fully masked (not an error).
+    Raises :class:`InputError` for a missing or non-FITS file, no image, a cube without
+    ``plane``, or an empty HDU.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, "is a directory, not a FITS file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        try:
+            hdul = fits.open(path, memmap=False)
+        except (OSError, ValueError, TypeError, EOFError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise InputError(path, f"not a FITS file ({reason})") from None
+        with hdul:
+            if len(hdul) == 0:
+                raise InputError(path, "not a FITS file (no HDUs found)")
+            index = _pick_hdu(path, hdul, hdu)
+            chosen = hdul[index]
+            label = _hdu_label(index, chosen)
+            if not _is_image(chosen):
+                raise InputError(path, f"{label} is a {_hdu_kind(chosen)}, not an image")
+            shape = _hdu_shape(chosen)
+            if not shape or 0 in shape:
+                raise InputError(path, f"{label} is empty: no image data")
+            raw_header = chosen.header.copy()
+            try:
+                raw = chosen.data
+            except Exception as err:  # truncated or corrupt data unit
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise InputError(
+                    path, f"cannot read the image data of {label} ({reason})"
+                ) from None
+            if raw is None or raw.size == 0:
+                raise InputError(path, f"{label} is empty: no image data")
+            data = np.asarray(raw)
+            while data.ndim > 2 and data.shape[0] == 1:
+                data = data[0]
+            if data.ndim == 1:
+                raise InputError(path, f"{label} has 1-D data of shape {data.shape}, not an image")
+            if data.ndim == 3:
+                if plane is None:
+                    raise InputError(
+                        path,
+                        f"{label} has a 3-D cube of shape {data.shape}; "
+                        "choose a plane with plane=N / --plane N",
+                    )
+                if not -data.shape[0] <= plane < data.shape[0]:
+                    raise InputError(
+                        path, f"plane {plane} out of range: the cube has {data.shape[0]} planes"
+                    )
+                data = data[plane]
+            elif data.ndim > 3:
+                raise InputError(
+                    path,
+                    f"{label} has a {data.ndim}-D array of shape {data.shape}; "
+                    "only 2-D images and 3-D cubes (with plane=N) are supported",
+                )
+            elif plane not in (None, 0):
+                raise InputError(path, f"plane={plane} given but {label} is a 2-D image")
+            data = np.array(data, dtype=np.float32, order="C")
+            if index == 0:
+                header = _clean_header(chosen.header)
+            else:
+                header = _merge_headers(hdul[0].header, chosen.header)
+            wcs = _celestial_wcs(chosen.header, hdul)
+            if wcs is None and index != 0:
+                wcs = _celestial_wcs(hdul[0].header, hdul)
+    if wcs is not None:
+        wcs.pixel_shape = (data.shape[1], data.shape[0])
+
+    level = saturation
+    if level is None:
+        level = _first_number(header, SATURATION_KEYS, positive=True)
+    if level is None:
+        level = _saturation_from_storage(raw_header)
+    finite = np.isfinite(data)
+    if level is not None and math.isfinite(level):
+        saturated = finite & (data >= level)
+    else:
+        saturated = np.zeros(data.shape, dtype=bool)
+    mask = ~finite | saturated
+    if not finite.any():
+        log.warning("%s: every pixel is non-finite; the frame is fully masked", path)
+    return Frame(
+        data=data,
+        mask=mask,
+        saturated=saturated,
+        header=header,
+        wcs=wcs,
+        path=path,
+        hdu=index,
+        saturation_level=None if level is None else float(level),
+    )
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def _fits_value(value: Any) -> Any:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        return number if math.isfinite(number) else str(number)
+    text = str(value)
+    return text.encode("ascii", "replace").decode("ascii")
+
+
+def provenance_cards(**kv: Any) -> list[fits.Card]:
+    """FITS cards recording who wrote a file: ORIGIN, ATDVERS, DATE (UTC) and extras.
+
+    ``source=...`` becomes ``ATDSRC`` (the input file). Other keys up to 8 characters
+    (letters, digits, ``-``, ``_``) are written as ordinary keywords, longer ones as
+    ``HIERARCH ATD <KEY>``. Values that are not numbers or booleans are stored as text.
+    """
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    cards = [
+        fits.Card("ORIGIN", "ATD-DL", "software that wrote this file"),
+        fits.Card("ATDVERS", __version__, "ATD-DL version"),
+        fits.Card("DATE", now, "[UTC] date this file was written"),
+    ]
+    for key, value in kv.items():
+        if value is None:
+            continue
+        name = key.upper()
+        if name in ("SOURCE", "ATDSRC"):
+            cards.append(fits.Card("ATDSRC", _fits_value(value), "ATD-DL input file"))
+        elif len(name) <= 8 and re.fullmatch(r"[A-Z0-9_-]+", name):
+            cards.append(fits.Card(name, _fits_value(value)))
+        else:
+            clean = re.sub(r"[^A-Z0-9_-]+", "_", name)
+            cards.append(fits.Card(f"HIERARCH ATD {clean}", _fits_value(value)))
+    return cards
+
+
+def _prepare_header(
+    header: fits.Header | None, wcs: WCS | None, provenance: dict[str, Any] | None
+) -> fits.Header:
+    out = _clean_header(header) if header is not None else fits.Header()
+    for key in ("EXTNAME", "EXTVER"):
+        out.remove(key, ignore_missing=True, remove_all=True)
+    if wcs is not None:
+        out = strip_wcs_keywords(out)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            out.update(wcs.to_header(relax=True))
+    for card in provenance_cards(**(provenance or {})):
+        out.remove(card.keyword, ignore_missing=True, remove_all=True)
+        out.append(card, end=True)
+    return out
+
+
+def _write_hdul(target: Path, tmp: Path, hdul: fits.HDUList) -> None:
+    name = target.name.lower()
+    if name.endswith(".gz"):
+        with gzip.open(tmp, "wb") as fh:
+            hdul.writeto(fh, checksum=True)
+    else:
+        hdul.writeto(tmp, checksum=True)
+
+
+def _image_hdul(target: Path, data: np.ndarray, header: fits.Header) -> fits.HDUList:
+    if target.name.lower().endswith(".fz"):
+        if np.issubdtype(data.dtype, np.floating):
+            comp = fits.CompImageHDU(data, header, compression_type="GZIP_2", quantize_level=0.0)
+        else:
+            comp = fits.CompImageHDU(data, header, compression_type="RICE_1")
+        return fits.HDUList([fits.PrimaryHDU(), comp])
+    return fits.HDUList([fits.PrimaryHDU(data, header)])
+
+
+def write_fits_image(
+    path: str | Path,
+    data: np.ndarray,
+    *,
+    header: fits.Header | None = None,
+    wcs: WCS | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    """Write a 2-D image atomically and return the path.
+
+    Structural keywords of ``header`` are dropped (the data define them); when ``wcs``
+    is given its cards replace any WCS in ``header`` (SIP kept). Provenance cards
+    (see :func:`provenance_cards`) are always added. ``.fz`` names give a
+    tile-compressed image in HDU 1 (lossless); ``.gz`` names are gzipped.
+    """
+    target = Path(path)
+    array = np.asarray(data)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    hdr = _prepare_header(header, wcs, provenance)
+    hdul = _image_hdul(target, array, hdr)
+    with atomic_output(target) as tmp:
+        _write_hdul(target, tmp, hdul)
+    return target
+
+
+def write_raw_uint16(
+    path: str | Path,
+    data_uint16: np.ndarray,
+    header: fits.Header | None = None,
+    *,
+    wcs: WCS | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    """Write a raw camera-style frame: unsigned 16-bit stored as int16 + BZERO = 32768.
+
+    Non-uint16 input is rounded and clipped to 0..65535 (non-finite values raise
+    ``ValueError``). Written atomically; returns the path.
+    """
+    array = np.asarray(data_uint16)
+    if array.dtype != np.uint16:
+        if not np.all(np.isfinite(array)):
+            raise ValueError("write_raw_uint16: data contain non-finite values")
+        array = np.clip(np.rint(array), 0, 65535).astype(np.uint16)
+    target = Path(path)
+    hdr = _prepare_header(header, wcs, provenance)
+    if target.name.lower().endswith(".fz"):
+        hdul = fits.HDUList(
+            [fits.PrimaryHDU(), fits.CompImageHDU(array, hdr, compression_type="RICE_1")]
+        )
+    else:
+        # astropy stores uint16 as int16 with BZERO = 32768, BSCALE = 1
+        hdul = fits.HDUList([fits.PrimaryHDU(array, hdr, uint=True)])
+    with atomic_output(target) as tmp:
+        _write_hdul(target, tmp, hdul)
+    return target

@@ -1,0 +1,261 @@
+"""Lightning training of the visual-binary stamp classifier, and ``train_binary(cfg)``.
+
+The module takes the network through Hydra (``net._target_``), with ``_partial_``
+optimizer and scheduler (lightning-hydra-template style). Validation tunes the decision
+threshold on ``p_binary`` (best macro F1 on a 0.05 grid from 0.2 to 0.8, kept in the
+checkpoint); the test epoch writes the classification report (Table 2 layout),
+``confusion.png`` and per-bin accuracies to ``report_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atd_dl.binaries.report import classification_report, write_report
+
+log = logging.getLogger(__name__)
+
+THRESHOLD_GRID = np.round(np.arange(0.20, 0.801, 0.05), 2)
+
+
+def best_threshold(y_true: np.ndarray, p: np.ndarray) -> float:
+    """Threshold on the grid 0.20..0.80 that maximises macro F1 (ties → closest to 0.5)."""
+    if len(y_true) == 0 or len(np.unique(y_true)) < 2:
+        return 0.5
+    scores = [
+        (classification_report(y_true, (p >= t).astype(int))["macro avg"]["f1"], -abs(t - 0.5), t)
+        for t in THRESHOLD_GRID
+    ]
+    return float(max(scores)[2])
+
+
+class BinaryClassifierModule(L.LightningModule):
+    """Cross-entropy training of a two-class stamp classifier.
+
+    Args:
+        net: the network (e.g. :class:`atd_dl.binaries.model.BinaryResNet`).
+        optimizer: partial optimizer, called with the parameters.
+        scheduler: partial LR scheduler or ``None``; ``ReduceLROnPlateau`` monitors ``val/loss``.
+        class_weights: optional CE weights ``[w_single, w_binary]``.
+        label_smoothing: CE label smoothing.
+        report_dir: where the test epoch writes the report (default: the trainer's log dir).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        *,
+        class_weights: list[float] | None = None,
+        label_smoothing: float = 0.0,
+        report_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.register_buffer("class_weight", weight, persistent=False)
+        self.register_buffer("threshold", torch.tensor(0.5))
+        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
+        self.test_report: dict[str, Any] | None = None
+        self.test_table: dict[str, np.ndarray] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
+            logits, y, weight=self.class_weight, label_smoothing=self.hparams.label_smoothing
+        )
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self._loss(logits, y)
+        acc = (logits.argmax(1) == y).float().mean()
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", acc, on_step=False, on_epoch=True)
+        return loss
+
+    def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log(f"{stage}/loss", self._loss(logits, y), on_epoch=True, prog_bar=stage == "val")
+        p = torch.softmax(logits.float(), dim=1)[:, 1]
+        self._outputs[stage].append((p.detach().cpu(), y.detach().cpu()))
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def _collect(self, stage: str) -> tuple[np.ndarray, np.ndarray]:
+        outs = self._outputs[stage]
+        self._outputs[stage] = []
+        if not outs:
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
+        p = torch.cat([o[0] for o in outs]).numpy()
+        y = torch.cat([o[1] for o in outs]).numpy()
+        return p, y
+
+    def on_validation_epoch_end(self) -> None:
+        p, y = self._collect("val")
+        if len(y) == 0:
+            return
+        if not self.trainer.sanity_checking:
+            self.threshold.fill_(best_threshold(y, p))
+        rep = classification_report(y, (p >= float(self.threshold)).astype(int))
+        self.log("val/acc", rep["accuracy"], prog_bar=True)
+        self.log("val/f1", rep["macro avg"]["f1"], prog_bar=True)
+        self.log("val/threshold", float(self.threshold))
+
+    def on_test_epoch_end(self) -> None:
+        p, y = self._collect("test")
+        if len(y) == 0:
+            return
+        thr = float(self.threshold)
+        rep = classification_report(y, (p >= thr).astype(int))
+        self.log("test/acc", rep["accuracy"])
+        self.log("test/f1", rep["macro avg"]["f1"])
+        self.log("test/precision", rep["macro avg"]["precision"])
+        self.log("test/recall", rep["macro avg"]["recall"])
+        folder = self.hparams.report_dir or (
+            Path(self.trainer.log_dir or self.trainer.default_root_dir) / "binary_report"
+        )
+        table = None
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and "test" in getattr(dm, "subsets", {}):
+            sub = dm.subsets["test"]
+            if len(sub) == len(y):
+                table = sub.table
+        self.test_report = write_report(
+            folder, y, p, threshold=thr, table=table, title="Held-out test set"
+        )
+        self.test_report["p_binary"] = p.tolist()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": opt}
+        sched = self.scheduler_factory(optimizer=opt)
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "interval": "epoch"},
+        }
+
+
+def train_binary(cfg: Any) -> dict[str, Any]:
+    """Train, test and export a binary classifier from a Hydra config → metrics dict.
+
+    Steps: seed; instantiate ``cfg.data`` (a :class:`BinaryStampDataModule`) and
+    ``cfg.model`` (a :class:`BinaryClassifierModule`, its ``net.in_channels`` and
+    ``net.stamp_size`` taken from the data geometry); fit with the best-``val/f1``
+    checkpoint; test it (report in ``<output_dir>/report``); export a model folder to
+    ``<output_dir>/model`` (safetensors, config.json, metrics.json, MODEL_CARD.md).
+    """
+    import hydra
+    from omegaconf import OmegaConf, open_dict
+
+    from atd_dl.binaries.model import save_binary_model
+
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    L.seed_everything(int(cfg.seed), workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dm = hydra.utils.instantiate(cfg.data)
+    geo = dm.geometry
+    with open_dict(cfg):
+        cfg.model.net.in_channels = geo.channels
+        cfg.model.net.stamp_size = geo.size
+        cfg.model.report_dir = str(out_dir / "report")
+    module = hydra.utils.instantiate(cfg.model)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=str(out_dir / "checkpoints"),
+        filename="epoch_{epoch:03d}",
+        monitor="val/f1",
+        mode="max",
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
+    callbacks: list[Any] = [ckpt]
+    if cfg.get("early_stopping_patience"):
+        callbacks.append(
+            L.pytorch.callbacks.EarlyStopping(
+                monitor="val/f1", mode="max", patience=int(cfg.early_stopping_patience)
+            )
+        )
+    logger = L.pytorch.loggers.CSVLogger(str(out_dir), name="csv")
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(out_dir)
+    )
+    trainer.fit(module, datamodule=dm)
+    best = ckpt.best_model_path or None
+    trainer.test(module, datamodule=dm, ckpt_path=best if best else None, weights_only=False)
+    rep = dict(module.test_report or {})
+    rep.pop("p_binary", None)
+    metrics = {
+        "test": rep,
+        "best_val_f1": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+        "epochs_run": int(trainer.current_epoch),
+        "split_counts": {k: len(v) for k, v in dm.subsets.items()},
+        "threshold": float(module.threshold),
+        "paper_table2": {"precision": 0.97, "recall": 0.97, "f1": 0.97, "accuracy": 0.97},
+    }
+    net_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model.net).items() if k != "_target_"}
+    config = {
+        "kwargs": net_kwargs,
+        "input": geo.to_dict(),
+        "threshold": float(module.threshold),
+        "training": {
+            "data": OmegaConf.to_container(cfg.data, resolve=True),
+            "epochs": int(cfg.trainer.max_epochs),
+            "seed": int(cfg.seed),
+        },
+    }
+    card = model_card(config, metrics, title=str(cfg.get("task_name", "binary classifier")))
+    save_binary_model(out_dir / "model", module.net, config, metrics=metrics, model_card=card)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("test accuracy %.3f, macro F1 %.3f", rep.get("accuracy", 0), rep["macro avg"]["f1"])
+    return metrics
+
+
+def model_card(config: dict[str, Any], metrics: dict[str, Any], *, title: str) -> str:
+    """Short Markdown description of a trained binary classifier."""
+    from atd_dl.binaries.report import format_report
+
+    geo = config["input"]
+    kw = config["kwargs"]
+    rep = metrics.get("test", {})
+    table = format_report(rep) if "macro avg" in rep else "(no test report)\n"
+    return (
+        f"# Visual-binary stamp classifier — {title}\n\n"
+        f"ResNet34 topology (torchvision BasicBlock 3-4-6-3), first-stage width {kw.get('width', 64)}, "
+        f"stem {kw.get('stem', 'auto')}, {kw.get('extra_convs', 2)} extra conv layer(s), two classes "
+        f"(0 single, 1 binary).\n\n"
+        f"Input: {geo['channels']} band(s), {geo['size']}x{geo['size']} px covering "
+        f"{geo['stamp_arcsec']} arcsec ({geo['stamp_arcsec'] / geo['size']:.3f} arcsec/px), "
+        f"normalisation `{geo['normalize']}`. Binary = a second source within "
+        f"{geo['radius_arcsec']} arcsec of the target (geometric truth, resolved or not).\n\n"
+        f"Decision threshold on p_binary: {config['threshold']:.2f} (tuned on validation).\n\n"
+        f"## Held-out test set (simulated stamps)\n\n{table}\n"
+        "Paper (Gezer et al., Table 2, real Pan-STARRS/SDSS/HST stamps): 0.97 for every entry.\n\n"
+        "Trained on simulated stamps only (see docs/binaries.md): check it on labelled stamps of\n"
+        "your survey before trusting it; unresolved pairs (separation below ~0.5 FWHM) are hard.\n"
+    )
