@@ -282,9 +282,7 @@ def test_classifier_learns_separable_case() -> None:
         for m, aug in ((tr, True), (te, False))
     ]
     net = BinaryResNet(1, stamp_size=16, width=4, extra_convs=0, dropout=0.0)
-    module = BinaryClassifierModule(
-        net, optimizer=lambda params: torch.optim.Adam(params, lr=3e-3)
-    )
+    module = BinaryClassifierModule(net, optimizer=lambda params: torch.optim.Adam(params, lr=3e-3))
     trainer = L.Trainer(
         max_epochs=10,
         accelerator="cpu",
@@ -387,7 +385,16 @@ def test_cli_classify_binaries_with_report(tmp_path: Path, capsys) -> None:
     model = _tiny_model_folder(tmp_path, StampGeometry(size=16))
     out = tmp_path / "res.csv"
     rc = main(
-        ["classify-binaries", str(d), "--model", str(model), "--out", str(out), "--report", str(tmp_path / "rep")]
+        [
+            "classify-binaries",
+            str(d),
+            "--model",
+            str(model),
+            "--out",
+            str(out),
+            "--report",
+            str(tmp_path / "rep"),
+        ]
     )
     assert rc == 1  # missing.npy failed, others written
     with open(out) as fh:
@@ -399,7 +406,9 @@ def test_cli_classify_binaries_with_report(tmp_path: Path, capsys) -> None:
 
 
 def test_cli_binary_stamps_writes_set(tmp_path: Path) -> None:
-    rc = main(["binary-stamps", str(tmp_path / "s"), "--n-sources", "12", "--size", "16", "--bands", "2"])
+    rc = main(
+        ["binary-stamps", str(tmp_path / "s"), "--n-sources", "12", "--size", "16", "--bands", "2"]
+    )
     assert rc == 0
     st = read_stamp_set(tmp_path / "s")
     assert st.images.shape == (24, 2, 16, 16)
@@ -420,7 +429,9 @@ def test_hydra_configs_compose_and_instantiate() -> None:
         pytest.skip("configs not present")
     for exp in ("binary_classifier", "binary_shipped"):
         with initialize_config_dir(config_dir=str(cfg_dir), version_base=None):
-            cfg = compose("binary_train", overrides=[f"experiment={exp}", "paths.output_dir=/tmp/x"])
+            cfg = compose(
+                "binary_train", overrides=[f"experiment={exp}", "paths.output_dir=/tmp/x"]
+            )
         assert cfg.trainer.max_epochs > 0 and list(cfg.data.fractions) == [0.7, 0.15, 0.15]
         dm = instantiate(cfg.data)
         assert dm.geometry.size == 32

@@ -270,6 +270,19 @@ def test_missing_and_not_fits(tmp_path: Path) -> None:
         read_frame(text)
     with pytest.raises(InputError, match="is a directory"):
         read_frame(tmp_path)
+    (tmp_path / "empty.fits").write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty\.fits: not a FITS file \(Empty or corrupt"):
+        read_frame(tmp_path / "empty.fits")
+
+
+def test_truncated_file(tmp_path: Path) -> None:
+    fits.PrimaryHDU(np.ones((100, 100), np.float32)).writeto(tmp_path / "full.fits")
+    raw = (tmp_path / "full.fits").read_bytes()
+    (tmp_path / "cut.fits").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(
+        InputError, match=r"cut\.fits: cannot read the image data of HDU 0 \(PRIMARY\)"
+    ):
+        read_frame(tmp_path / "cut.fits")
 
 
 def test_no_image_lists_hdus(tmp_path: Path) -> None:

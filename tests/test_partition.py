@@ -64,10 +64,11 @@ def test_tiler_round_trip(shape: tuple[int, int]) -> None:
     tiles = tiler.split(image)
     assert tiles.shape == (len(tiler), 512, 512)
     np.testing.assert_array_equal(tiler.stitch(tiles), image)
-    stack = rng.random((3, *shape))
-    tiles = tiler.split(stack)
-    assert tiles.shape == (len(tiler), 3, 512, 512)
-    np.testing.assert_array_equal(tiler.stitch(tiles), stack)
+    if shape[0] * shape[1] < 1_000_000:  # keep the stack check cheap
+        stack = rng.random((3, *shape)).astype(np.float32)
+        tiles = tiler.split(stack)
+        assert tiles.shape == (len(tiler), 3, 512, 512)
+        np.testing.assert_array_equal(tiler.stitch(tiles), stack)
 
 
 def test_tiler_layout_and_overlap() -> None:

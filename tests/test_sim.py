@@ -7,12 +7,12 @@ import warnings
 import numpy as np
 import pytest
 from astropy import units as u
-from scipy import ndimage
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
 from astropy.time import Time
 from astropy.wcs import WCS
+from scipy import ndimage
 
 from atd_dl.cli import main
 from atd_dl.errors import InputError

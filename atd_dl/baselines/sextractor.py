@@ -8,7 +8,10 @@ both DETECT_THRESH and ANALYSIS_THRESH (in units of the background RMS).
 Positions: ``centroid="win"`` (default) uses XWIN_IMAGE/YWIN_IMAGE (falling back to the
 isophotal barycentre X_IMAGE/Y_IMAGE where the windowed fit failed); ``"iso"`` uses the
 barycentre; ``"segmentation"`` re-measures an intensity-weighted centroid over each
-object's pixels in SExtractor's segmentation map (the paper's Table 8 experiment).
+object's pixels in SExtractor's segmentation map (the paper's Table 8 experiment), with
+the same Eq. 16 recipe ATD-DL applies to its own masks: weights = background-subtracted
+intensities clipped at 0 (``seg_weights="subtracted"``, default) or the raw image values
+(``"image"``).
 SExtractor counts pixels from 1 (FITS convention); every position is converted to the
 0-based numpy convention (subtract 1).
 

@@ -45,8 +45,6 @@ from astropy.table import Table, vstack
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy import ndimage
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from atd_dl.baselines.base import (
@@ -297,15 +295,15 @@ def twomass_metrics(
     }
 
 
-def deduplicate(
-    catalogs: Sequence[Table], radius_arcsec: float = 1.0, *, across_frames_only: bool = True
-) -> Table:
+def deduplicate(catalogs: Sequence[Table], radius_arcsec: float = 1.0) -> Table:
     """Merge per-frame catalogs (with ``ra``, ``dec`` deg) and drop repeated sources.
 
-    Sources closer than ``radius_arcsec`` (KD-tree on unit vectors) are grouped
-    (transitively); each group keeps its highest-SNR member. With
-    ``across_frames_only`` pairs from the same frame are never merged. Adds columns
-    ``frame`` (index into ``catalogs``, unless already present) and ``n_dup`` (group size).
+    Pairs of detections from *different* frames closer than ``radius_arcsec`` are found
+    with a KD-tree on unit vectors. Detections are then visited in decreasing SNR: each
+    one not yet absorbed is kept and absorbs, per other frame, its nearest unclaimed
+    neighbour within the radius. So two distinct sources closer than the radius in one
+    frame stay distinct. Adds ``frame`` (index into ``catalogs``, unless present) and
+    ``n_dup`` (1 + absorbed detections); the kept rows come back in input order.
     """
     tables = []
     for i, cat in enumerate(catalogs):
@@ -319,35 +317,41 @@ def deduplicate(
         return Table()
     merged = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]
     n = len(merged)
-    if n == 0:
-        merged["n_dup"] = np.zeros(0, dtype=np.int32)
-        return merged
-    ra = np.radians(np.asarray(merged["ra"], float))
-    dec = np.radians(np.asarray(merged["dec"], float))
-    xyz = np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
-    chord = 2.0 * np.sin(np.radians(radius_arcsec / 3600.0) / 2.0)
-    pairs = cKDTree(xyz).query_pairs(chord, output_type="ndarray")
-    if across_frames_only and len(pairs):
-        frame = np.asarray(merged["frame"])
-        pairs = pairs[frame[pairs[:, 0]] != frame[pairs[:, 1]]]
-    graph = (
-        coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-        if len(pairs)
-        else None
-    )
-    if graph is None:
-        groups = np.arange(n)
-    else:
-        _, groups = connected_components(graph, directed=False)
-    snr = np.asarray(merged["snr"], float) if "snr" in merged.colnames else np.zeros(n)
-    snr = np.where(np.isfinite(snr), snr, -np.inf)
-    order = np.lexsort((-snr, groups))  # by group, best SNR first
-    first = np.ones(n, dtype=bool)
-    first[1:] = groups[order][1:] != groups[order][:-1]
-    keep = np.sort(order[first])
-    sizes = np.bincount(groups)
+    n_dup = np.ones(n, dtype=np.int32)
+    keep = np.ones(n, dtype=bool)
+    frame = np.asarray(merged["frame"])
+    if n:
+        ra = np.radians(np.asarray(merged["ra"], float))
+        dec = np.radians(np.asarray(merged["dec"], float))
+        xyz = np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+        chord = 2.0 * np.sin(np.radians(radius_arcsec / 3600.0) / 2.0)
+        pairs = cKDTree(xyz).query_pairs(chord, output_type="ndarray")
+        pairs = pairs[frame[pairs[:, 0]] != frame[pairs[:, 1]]] if len(pairs) else pairs
+        if len(pairs):
+            both = np.concatenate([pairs, pairs[:, ::-1]])
+            dist = np.linalg.norm(xyz[both[:, 0]] - xyz[both[:, 1]], axis=1)
+            srt = np.lexsort((dist, both[:, 0]))
+            both = both[srt]
+            start = np.searchsorted(both[:, 0], np.arange(n + 1))
+            snr = np.asarray(merged["snr"], float) if "snr" in merged.colnames else np.zeros(n)
+            snr = np.where(np.isfinite(snr), snr, -np.inf)
+            absorbed = np.zeros(n, dtype=bool)
+            visited = np.zeros(n, dtype=bool)
+            # loop over detections with cross-frame neighbours only (never over pixels)
+            for i in np.argsort(-snr, kind="stable"):
+                if absorbed[i] or start[i] == start[i + 1]:
+                    continue
+                visited[i] = True
+                claimed: set[int] = set()
+                for j in both[start[i] : start[i + 1], 1]:  # nearest first
+                    if absorbed[j] or visited[j] or int(frame[j]) in claimed:
+                        continue
+                    absorbed[j] = True
+                    claimed.add(int(frame[j]))
+                    n_dup[i] += 1
+            keep = ~absorbed
     out = merged[keep]
-    out["n_dup"] = sizes[groups[keep]].astype(np.int32)
+    out["n_dup"] = n_dup[keep]
     if "id" in out.colnames:
         out["id"] = np.arange(1, len(out) + 1, dtype=np.int64)
     out.meta["dedup_radius_arcsec"] = radius_arcsec

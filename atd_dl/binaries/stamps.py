@@ -163,7 +163,7 @@ def normalize_stamps(stamps: np.ndarray, method: str = "peak_asinh") -> np.ndarr
     st = np.asarray(stamps, dtype=np.float32)
     if st.ndim == 3:
         st = st[:, None]
-    if method == "none":
+    if method == "none" or len(st) == 0:
         return st.copy()
     if method not in ("peak", "peak_asinh"):
         raise ValueError(f"unknown normalisation {method!r} (peak, peak_asinh, none)")

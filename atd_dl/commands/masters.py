@@ -6,6 +6,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from atd_dl.io.fits_io import Frame
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     hdu = args.hdu
     if isinstance(hdu, str) and hdu.lstrip("-").isdigit():
         hdu = int(hdu)
-    frames = []
+    frames: list[Frame] = []
     failures: list[str] = []
     for path in tqdm(args.files, desc=f"reading {args.kind} frames", unit="frame", disable=None):
         try:

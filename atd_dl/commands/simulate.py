@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 from atd_dl.errors import InputError
 
@@ -45,11 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _parse_overrides(items: list[str]) -> dict[str, object]:
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
     from atd_dl.sim.config import SimConfig
 
     fields = {f.name: f for f in dataclasses.fields(SimConfig)}
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")

@@ -25,26 +25,26 @@ class Centroids:
 
 
 def weighted_centroids(
-    seg: np.ndarray,
+    labels_fg: np.ndarray,
+    fg: np.ndarray,
+    width: int,
     n: int,
-    image: np.ndarray,
-    variance: np.ndarray | float,
-    *,
-    fg: np.ndarray | None = None,
+    intensity_fg: np.ndarray,
+    variance_fg: np.ndarray,
 ) -> Centroids:
-    """Eq. 16 centroids ``x_c = sum(x I) / sum(I)`` over each segment's pixels.
+    """Eq. 16 centroids ``x_c = sum(x I) / sum(I)`` of segments ``1..n``.
 
-    Weights ``I`` are the background-subtracted intensities with negative values clipped
-    to 0 (non-finite pixels must already be 0). A segment whose weights sum to 0 falls back
-    to its geometric centre. Uncertainties propagate the per-pixel ``variance``:
-    ``var(x_c) = sum((x - x_c)^2 var_i) / (sum I)^2``; the geometric fallback gets the
-    uniform-blob error ``sqrt(area / 12) / sqrt(area)``.
+    The segments are given by their pixels: flat indices ``fg`` into an image of
+    ``width`` columns, with segment numbers ``labels_fg``, background-subtracted
+    intensities ``intensity_fg`` (non-finite already replaced by 0) and variances
+    ``variance_fg``. Negative intensities are clipped to 0 before weighting. A segment
+    whose weights sum to 0 falls back to its geometric centre. Uncertainty:
+    ``var(x_c) = sum((x - x_c)^2 var_i) / (sum I)^2``; the geometric fallback gets
+    ``sqrt(1/12)`` px.
     """
-    if fg is None:
-        fg = np.flatnonzero(seg)
-    lab = seg.ravel()[fg]
-    y, x = np.divmod(fg, seg.shape[1])
-    w = np.clip(image.ravel()[fg].astype(np.float64), 0.0, None)
+    lab = labels_fg
+    y, x = np.divmod(fg, width)
+    w = np.clip(intensity_fg.astype(np.float64), 0.0, None)
     m = n + 1
     area = np.bincount(lab, minlength=m).astype(np.float64)
     sw = np.bincount(lab, weights=w, minlength=m)
@@ -53,15 +53,15 @@ def weighted_centroids(
     gx = np.bincount(lab, weights=x, minlength=m) / np.maximum(area, 1.0)
     gy = np.bincount(lab, weights=y, minlength=m) / np.maximum(area, 1.0)
     ok = sw > 0
-    xc = np.where(ok, sx / np.where(ok, sw, 1.0), gx)
-    yc = np.where(ok, sy / np.where(ok, sw, 1.0), gy)
-    var = np.broadcast_to(np.asarray(variance, dtype=np.float64), seg.shape).ravel()[fg]
+    safe = np.where(ok, sw, 1.0)
+    xc = np.where(ok, sx / safe, gx)
+    yc = np.where(ok, sy / safe, gy)
+    var = variance_fg.astype(np.float64)
     vx = np.bincount(lab, weights=(x - xc[lab]) ** 2 * var, minlength=m)
     vy = np.bincount(lab, weights=(y - yc[lab]) ** 2 * var, minlength=m)
-    denom = np.where(ok, sw, 1.0) ** 2
-    fallback = np.sqrt(1.0 / 12.0) * np.ones(m)
-    x_err = np.where(ok, np.sqrt(vx / denom), fallback)
-    y_err = np.where(ok, np.sqrt(vy / denom), fallback)
+    fallback = np.sqrt(1.0 / 12.0)
+    x_err = np.where(ok, np.sqrt(vx) / safe, fallback)
+    y_err = np.where(ok, np.sqrt(vy) / safe, fallback)
     return Centroids(
         x=xc[1:], y=yc[1:], x_err=x_err[1:], y_err=y_err[1:], sum_weights=sw[1:], area=area[1:]
     )
@@ -86,28 +86,34 @@ def aperture_fluxes(
     x: np.ndarray,
     y: np.ndarray,
     radius: float,
-    variance: np.ndarray | float,
+    background_rms: np.ndarray | float,
     *,
+    poisson: bool = True,
     mask: np.ndarray | None = None,
     method: str = "fast",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Circular-aperture sums of ``image`` at ``(x, y)`` and their 1-sigma errors.
 
-    ``variance`` is the per-pixel total variance (image units squared); ``mask`` True
-    pixels are left out of both sums. ``method="fast"`` (default) stacks all apertures
-    into one array with :func:`aperture_weights` (vectorised; pixels off the frame count
-    as masked); ``method="exact"`` uses photutils ``CircularAperture`` with exact overlap
-    (slower, one Python call per source). The error is ``sqrt(sum(w var))`` as photutils
-    computes it. Returns ``(flux, flux_err)``.
+    The per-pixel variance is ``background_rms^2`` plus, with ``poisson``, the positive
+    part of ``image`` (the source's shot noise; ``image`` in electrons). ``mask`` True
+    pixels are left out of both sums. ``method="fast"`` (default) stacks all apertures into
+    one array with :func:`aperture_weights` (vectorised; pixels off the frame count as
+    masked); ``method="exact"`` uses photutils ``CircularAperture`` with exact pixel
+    overlap (slower: one Python call per source). The error is ``sqrt(sum(w var))`` as
+    photutils computes it. Returns ``(flux, flux_err)``.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if len(x) == 0:
         return np.zeros(0), np.zeros(0)
-    var = np.broadcast_to(np.asarray(variance, dtype=np.float32), image.shape)
+    image = np.asarray(image, dtype=np.float32)
+    rms = np.broadcast_to(np.asarray(background_rms, dtype=np.float32), image.shape)
     if method == "exact":
         from photutils.aperture import CircularAperture
 
+        var = rms.astype(np.float64) ** 2
+        if poisson:
+            var = var + np.clip(image, 0.0, None)
         aper = CircularAperture(np.column_stack([x, y]), r=float(radius))
         flux, err = aper.do_photometry(image, error=np.sqrt(var), mask=mask, method="exact")
         return np.asarray(flux, dtype=np.float64), np.asarray(err, dtype=np.float64)
@@ -115,23 +121,24 @@ def aperture_fluxes(
         raise ValueError(f"unknown aperture method {method!r}; use 'fast' or 'exact'")
     k = int(np.ceil(radius + 0.5))
     off = np.arange(-k, k + 1)
-    pad = k + 1
-    img = np.pad(np.asarray(image, dtype=np.float32), pad)
-    vp = np.pad(var, pad)
-    good = np.pad(
-        np.ones(image.shape, dtype=bool) if mask is None else ~np.asarray(mask, dtype=bool), pad
-    )
+    ny, nx = image.shape
     xi = np.rint(x).astype(np.int64)
     yi = np.rint(y).astype(np.int64)
-    rows = yi[:, None, None] + off[None, :, None] + pad
-    cols = xi[:, None, None] + off[None, None, :] + pad
-    np.clip(rows, 0, img.shape[0] - 1, out=rows)
-    np.clip(cols, 0, img.shape[1] - 1, out=cols)
+    rows = yi[:, None, None] + off[None, :, None]
+    cols = xi[:, None, None] + off[None, None, :]
+    inside = (rows >= 0) & (rows < ny) & (cols >= 0) & (cols < nx)
+    flat = np.clip(rows, 0, ny - 1) * nx + np.clip(cols, 0, nx - 1)
     dx = (xi - x)[:, None, None] + off[None, None, :]
     dy = (yi - y)[:, None, None] + off[None, :, None]
-    w = aperture_weights(dx, dy, radius) * good[rows, cols]
-    flux = np.einsum("nij,nij->n", w, img[rows, cols], dtype=np.float64)
-    ferr = np.sqrt(np.maximum(np.einsum("nij,nij->n", w, vp[rows, cols], dtype=np.float64), 0.0))
+    w = aperture_weights(dx, dy, radius) * inside
+    if mask is not None:
+        w *= ~np.asarray(mask, dtype=bool).ravel()[flat]
+    vals = image.ravel()[flat]
+    var = rms.ravel()[flat].astype(np.float64) ** 2
+    if poisson:
+        var += np.clip(vals, 0.0, None)
+    flux = np.einsum("nij,nij->n", w, vals.astype(np.float64))
+    ferr = np.sqrt(np.maximum(np.einsum("nij,nij->n", w, var), 0.0))
     return flux, ferr
 
 

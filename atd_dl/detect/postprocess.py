@@ -33,7 +33,6 @@ import numpy as np
 from astropy import units as u
 from astropy.stats import mad_std
 from astropy.table import Table
-from scipy import ndimage
 
 from atd_dl.detect import deblend
 from atd_dl.detect.centroid import aperture_fluxes, estimate_fwhm, weighted_centroids
@@ -183,6 +182,11 @@ def _background_rms(img: np.ndarray, exclude: np.ndarray) -> float:
     return rms if np.isfinite(rms) and rms > 0 else 1.0
 
 
+def _bbox_cut(stats: np.ndarray, lab: int) -> tuple[slice, slice]:
+    x0, y0, w, h = (int(v) for v in stats[lab - 1, :4])
+    return slice(y0, y0 + h), slice(x0, x0 + w)
+
+
 def segment_sources(
     prob: np.ndarray,
     threshold: float,
@@ -203,7 +207,8 @@ def segment_sources(
     frame (electrons; NaN allowed); ``mask`` True = unusable pixel; ``background_rms_e``
     per-pixel (or scalar) background rms, estimated robustly from source-free pixels when
     None; ``saturated`` True = saturated pixel; ``edge`` px for the NEAR_EDGE flag;
-    ``fwhm`` px sets the aperture (measured from bright sources when None).
+    ``fwhm`` px sets the aperture (measured from bright sources when None); ``poisson``
+    adds the sources' shot noise (needs electrons); ``unit`` of the flux columns.
     """
     cfg = config or PostprocessConfig()
     unit = u.Unit(unit)
@@ -217,21 +222,24 @@ def segment_sources(
     bad = ~np.isfinite(img)
     if mask is not None:
         bad |= np.asarray(mask, dtype=bool)
-    img0 = np.where(bad, np.float32(0), img).astype(np.float32, copy=False)
+    any_bad = bool(bad.any())
+    img0 = np.where(bad, np.float32(0), img) if any_bad else img
     sat = None if saturated is None else np.asarray(saturated, dtype=bool)
+    any_sat = sat is not None and bool(sat.any())
 
-    # 1. binary mask -> components, small ones dropped
-    binary = (np.nan_to_num(prob, nan=0.0) >= threshold).astype(np.uint8)
-    n_raw, labels_raw, stats_raw, _ = cv2.connectedComponentsWithStats(
-        binary, connectivity=8, ltype=cv2.CV_32S
+    # 1. binary mask -> 8-connected components; small ones dropped
+    binary = (prob >= threshold).view(np.uint8)  # NaN compares False
+    n_raw, labels, stats, _ = cv2.connectedComponentsWithStats(
+        np.ascontiguousarray(binary), connectivity=8, ltype=cv2.CV_32S
     )
-    keep = stats_raw[:, cv2.CC_STAT_AREA] >= cfg.min_area
+    keep = stats[:, cv2.CC_STAT_AREA] >= cfg.min_area
     keep[0] = False
     n = int(keep.sum())
-    remap = np.zeros(n_raw, dtype=np.int32)
-    remap[keep] = np.arange(1, n + 1, dtype=np.int32)
-    labels = remap[labels_raw]
-    stats = stats_raw[keep]
+    if n < n_raw - 1:
+        remap = np.zeros(n_raw, dtype=np.int32)
+        remap[keep] = np.arange(1, n + 1, dtype=np.int32)
+        labels = remap[labels]
+    stats = stats[keep]
 
     if background_rms_e is None:
         rms: np.ndarray | float = _background_rms(img0, bad | (binary > 0))
@@ -239,74 +247,71 @@ def segment_sources(
         rms = np.asarray(background_rms_e, dtype=np.float32)
         if rms.ndim == 0:
             rms = float(rms)
-        else:
-            med = float(np.nanmedian(rms))
-            rms = np.where(np.isfinite(rms), rms, med).astype(np.float32)
-    rms_med = float(np.median(rms)) if isinstance(rms, np.ndarray) else float(rms)
-    var = np.asarray(rms, dtype=np.float32) ** 2
-    if poisson:
-        var = var + np.clip(img0, 0.0, None)
-    var = np.broadcast_to(var, img0.shape)
-
+        elif not np.all(np.isfinite(rms)):
+            rms = np.where(np.isfinite(rms), rms, np.float32(np.nanmedian(rms)))
+    rms_med = float(np.median(rms[::4, ::4])) if isinstance(rms, np.ndarray) else float(rms)
+    fwhm0 = float(fwhm or cfg.default_fwhm)
     if n == 0:
+        radius0 = max(cfg.aperture_scale * fwhm0, cfg.min_aperture_radius)
         return Extraction(
-            _empty_catalog(unit),
-            np.zeros((ny, nx), dtype=np.int32),
-            float(fwhm or cfg.default_fwhm),
-            float(max(cfg.aperture_scale * (fwhm or cfg.default_fwhm), cfg.min_aperture_radius)),
-            0,
-            rms_med,
+            _empty_catalog(unit), np.zeros((ny, nx), dtype=np.int32), fwhm0, radius0, 0, rms_med
         )
 
     fg = np.flatnonzero(labels)
     lab_fg = labels.ravel()[fg]
+    img_fg = img0.ravel()[fg]
+    rms_fg = rms.ravel()[fg] if isinstance(rms, np.ndarray) else np.float32(rms)
+    var_fg = np.asarray(rms_fg, dtype=np.float64) ** 2 * np.ones(fg.size)
+    if poisson:
+        var_fg += np.clip(img_fg, 0.0, None)
 
     # 2. per-component properties, vectorised
     mom = deblend.label_moments(labels, n, fg)
     circ_comp = deblend.label_circularity(labels, n)
+    kernel = np.ones((3, 3), np.uint8)
     sat_comp = np.zeros(n + 1, dtype=bool)
-    if sat is not None and sat.any():
-        sat_d = cv2.dilate(sat.astype(np.uint8), np.ones((3, 3), np.uint8)).ravel()[fg] > 0
-        sat_comp = np.bincount(lab_fg, weights=sat_d, minlength=n + 1) > 0
-
-    smooth = (
-        ndimage.gaussian_filter(img0, cfg.peak_smooth_sigma) if cfg.peak_smooth_sigma > 0 else img0
-    )
-
+    sat_fg = np.zeros(fg.size, dtype=bool)
+    if any_sat:
+        sat_fg = cv2.dilate(sat.view(np.uint8), kernel).ravel()[fg] > 0
+        sat_comp = np.bincount(lab_fg, weights=sat_fg, minlength=n + 1) > 0
+    smooth = deblend.gaussian_smooth(img0, cfg.peak_smooth_sigma)
     nf = deblend.smoothing_noise_factor(cfg.peak_smooth_sigma)
 
-    # 3. trail test first
-    area_c = mom["area"]
+    # 3. trail test first (never deblended)
     trail = np.zeros(n + 1, dtype=bool)
     cand = np.flatnonzero(
         (mom["elongation"] >= cfg.trail_min_elongation)
         & (mom["length"] >= cfg.trail_min_length)
         & ~sat_comp
     )
-    cand = cand[cand > 0]
-    for lab in cand:
-        x0, y0, w, h = stats[lab - 1, :4]
-        cut = labels[y0 : y0 + h, x0 : x0 + w] == lab
+    for lab in cand[cand > 0]:
+        sl = _bbox_cut(stats, lab)
+        cut = labels[sl] == lab
         ys, xs = np.nonzero(cut)
-        vals = smooth[y0 : y0 + h, x0 : x0 + w][cut]
-        vvar = var[y0 : y0 + h, x0 : x0 + w][cut] * nf**2
+        sig2 = np.asarray(rms[sl][cut] if isinstance(rms, np.ndarray) else rms) ** 2
+        vvar = (sig2 + (np.clip(img0[sl][cut], 0.0, None) if poisson else 0.0)) * nf**2
         trail[lab] = deblend.is_trail_profile(
             ys.astype(np.float64),
             xs.astype(np.float64),
-            vals,
-            vvar,
+            smooth[sl][cut],
+            np.broadcast_to(vvar, ys.shape),
             float(mom["theta"][lab]),
             plateau_nsigma=cfg.trail_plateau_nsigma,
             gap_fraction=cfg.trail_gap_fraction,
         )
 
-    # 4. deblending: distinct peaks (watershed) or non-round shape (growth)
-    children: dict[int, np.ndarray] = {}
+    # 4. deblending: distinct peaks (basins of steepest ascent) or non-round shape (growth)
+    counts = np.ones(n + 1, dtype=np.int64)
+    counts[0] = 0
+    by_peaks = np.zeros(n + 1, dtype=bool)
+    grown: dict[int, np.ndarray] = {}
+    owner_rank = np.zeros(fg.size, dtype=np.int64)
     if cfg.deblend:
-        py, px, pl = deblend.distinct_peaks(
+        py, px, pl, owner = deblend.distinct_peaks(
             smooth,
             labels,
-            var,
+            fg,
+            var_fg,
             nsigma=cfg.deblend_nsigma,
             contrast=cfg.deblend_contrast,
             noise_factor=nf,
@@ -314,104 +319,95 @@ def segment_sources(
         npk = np.bincount(pl, minlength=n + 1)
         eligible = ~trail & ~sat_comp
         eligible[0] = False
-        by_peaks = np.flatnonzero(eligible & (npk >= 2))
+        by_peaks = eligible & (npk >= 2)
+        counts[by_peaks] = npk[by_peaks]
+        first_peak = np.searchsorted(pl, np.arange(n + 1))
+        owner_rank = np.where(by_peaks[lab_fg], owner - first_peak[lab_fg], 0)
         by_shape = np.flatnonzero(
             eligible
-            & (npk < 2)
+            & ~by_peaks
             & (circ_comp < cfg.circularity_threshold)
-            & (area_c >= cfg.min_blend_area)
+            & (mom["area"] >= cfg.min_blend_area)
         )
-        if by_peaks.size:
-            order = np.argsort(pl, kind="stable")
-            pl_s, py_s, px_s = pl[order], py[order], px[order]
-            first = np.searchsorted(pl_s, by_peaks)
-            for lab, f in zip(by_peaks, first):
-                k = npk[lab]
-                x0, y0, w, h = stats[lab - 1, :4]
-                cut = labels[y0 : y0 + h, x0 : x0 + w] == lab
-                pk = np.column_stack([py_s[f : f + k] - y0, px_s[f : f + k] - x0])
-                cm = deblend.split_by_peaks(cut, smooth[y0 : y0 + h, x0 : x0 + w], pk)
-                children[int(lab)] = cm
         for lab in by_shape:
-            x0, y0, w, h = stats[lab - 1, :4]
-            cut = labels[y0 : y0 + h, x0 : x0 + w] == lab
+            sl = _bbox_cut(stats, lab)
             cm = deblend.split_by_growth(
-                cut,
+                labels[sl] == lab,
+                circularity=float(circ_comp[lab]),
                 threshold=cfg.circularity_threshold,
                 min_child_area=cfg.min_child_area,
                 min_blend_area=cfg.min_blend_area,
                 max_children=cfg.max_children,
             )
-            if cm.max() >= 2:
-                children[int(lab)] = cm
+            k = int(cm.max())
+            if k >= 2:
+                grown[int(lab)] = cm
+                counts[lab] = k
 
     # 5. final segmentation map: one id per source, children get consecutive ids
-    counts = np.ones(n + 1, dtype=np.int64)
-    counts[0] = 0
-    for lab, cm in children.items():
-        counts[lab] = int(cm.max())
     first_id = np.cumsum(counts) - counts + 1
     n_src = int(counts.sum())
-    mapping = first_id.astype(np.int32)
-    mapping[0] = 0
-    seg = mapping[labels]
-    parent = np.zeros(n_src + 1, dtype=np.int64)
-    blended = np.zeros(n_src + 1, dtype=bool)
-    circ = np.repeat(circ_comp, counts)  # entries 1..n_src in id order
-    circ = np.r_[1.0, circ]
-    comp_of = np.repeat(np.arange(n + 1), counts)
-    comp_of = np.r_[0, comp_of]
-    for lab, cm in children.items():
-        x0, y0, w, h = stats[lab - 1, :4]
+    seg_fg = (first_id[lab_fg] + owner_rank).astype(np.int32)
+    seg = np.zeros(ny * nx, dtype=np.int32)
+    seg[fg] = seg_fg
+    seg = seg.reshape(ny, nx)
+    for lab, cm in grown.items():
+        sl = _bbox_cut(stats, lab)
         inside = cm > 0
-        sub = seg[y0 : y0 + h, x0 : x0 + w]
-        sub[inside] = first_id[lab] + cm[inside] - 1
-        ids = first_id[lab] + np.arange(counts[lab])
-        parent[ids] = lab
-        blended[ids] = True
-        for j, i in enumerate(ids, start=1):
-            circ[i] = deblend.mask_circularity(cm == j)
-    trail_src = trail[comp_of]
-    sat_src_comp = sat_comp[comp_of]
+        seg[sl][inside] = first_id[lab] + cm[inside] - 1
+    if grown:
+        seg_fg = seg.ravel()[fg]
+    comp_of = np.r_[0, np.repeat(np.arange(n + 1), counts)]  # component of each source id
+    split = counts > 1
+    blended = split[comp_of]
+    parent = np.where(blended, comp_of, 0)
+    circ = circ_comp[comp_of].copy()
+    for lab in np.flatnonzero(split):
+        sl = _bbox_cut(stats, lab)
+        sub = seg[sl]
+        for i in range(first_id[lab], first_id[lab] + counts[lab]):
+            circ[i] = deblend.mask_circularity(sub == i)
 
     # 6. measurements on the final segments
-    fg = np.flatnonzero(seg)
-    lab_fg = seg.ravel()[fg]
-    cen = weighted_centroids(seg, n_src, img0, var, fg=fg)
+    cen = weighted_centroids(seg_fg, fg, nx, n_src, img_fg, var_fg)
     x, y = cen.x, cen.y
-    peak = _sorted_max(lab_fg, img0.ravel()[fg].astype(np.float64), n_src)
+    peak = _sorted_max(seg_fg, img_fg.astype(np.float64), n_src)
     prob_fg = np.nan_to_num(prob.ravel()[fg].astype(np.float64), nan=0.0)
-    mean_prob = np.bincount(lab_fg, weights=prob_fg, minlength=n_src + 1)[1:] / np.maximum(
+    mean_prob = np.bincount(seg_fg, weights=prob_fg, minlength=n_src + 1)[1:] / np.maximum(
         cen.area, 1.0
     )
 
     flags = np.zeros(n_src, dtype=np.int32)
     flags[blended[1:]] |= int(SourceFlag.BLENDED)
-    flags[trail_src[1:]] |= int(SourceFlag.TRAIL)
-    kernel = np.ones((3, 3), np.uint8)
-    if sat is not None and sat.any():
-        sat_d = cv2.dilate(sat.astype(np.uint8), kernel).ravel()[fg] > 0
-        sat_src = np.bincount(lab_fg, weights=sat_d, minlength=n_src + 1)[1:] > 0
-        flags[sat_src | sat_src_comp[1:]] |= int(SourceFlag.SATURATED)
-    if bad.any():
-        bad_d = cv2.dilate(bad.astype(np.uint8), kernel).ravel()[fg] > 0
-        bad_src = np.bincount(lab_fg, weights=bad_d, minlength=n_src + 1)[1:] > 0
+    flags[trail[comp_of][1:]] |= int(SourceFlag.TRAIL)
+    if any_sat:
+        sat_src = np.bincount(seg_fg, weights=sat_fg, minlength=n_src + 1) > 0
+        flags[(sat_src | sat_comp[comp_of])[1:]] |= int(SourceFlag.SATURATED)
+    if any_bad:
+        bad_fg = cv2.dilate(bad.view(np.uint8), kernel).ravel()[fg] > 0
+        bad_src = np.bincount(seg_fg, weights=bad_fg, minlength=n_src + 1)[1:] > 0
         flags[bad_src] |= int(SourceFlag.MASKED)
     near = (x < edge) | (y < edge) | (x > nx - 1 - edge) | (y > ny - 1 - edge)
     flags[near] |= int(SourceFlag.NEAR_EDGE)
 
     if fwhm is None:
-        rms_at = np.sqrt(
-            np.maximum(var.ravel()[np.rint(y).astype(int) * nx + np.rint(x).astype(int)], 1e-12)
-        )
-        good = (flags == 0) & (peak > 20.0 * rms_at)
+        rms_pk = np.sqrt(np.maximum(np.bincount(seg_fg, weights=var_fg, minlength=n_src + 1)[1:]
+                                    / np.maximum(cen.area, 1.0), 1e-12))
+        good = (flags == 0) & (peak > 20.0 * rms_pk)
         order = np.argsort(-peak)
         used = estimate_fwhm(img0, x[order], y[order], good=good[order], default=cfg.default_fwhm)
     else:
         used = float(fwhm)
     radius = max(cfg.aperture_scale * used, cfg.min_aperture_radius)
     flux, flux_err = aperture_fluxes(
-        img0, x, y, radius, var, mask=bad if bad.any() else None, method=cfg.aperture_method
+        img0,
+        x,
+        y,
+        radius,
+        rms,
+        poisson=poisson,
+        mask=bad if any_bad else None,
+        method=cfg.aperture_method,
     )
     snr = np.where(flux_err > 0, flux / np.where(flux_err > 0, flux_err, 1.0), 0.0)
     flags[snr < cfg.low_snr] |= int(SourceFlag.LOW_SNR)
@@ -443,7 +439,7 @@ def segment_sources(
             "bkg_rms": rms_med,
         }
     )
-    return Extraction(table, seg.astype(np.int32), float(used), float(radius), n, rms_med)
+    return Extraction(table, seg, float(used), float(radius), n, rms_med)
 
 
 def extract_sources(

@@ -67,7 +67,7 @@ class LabelConfig:
     edge: float = 3.0  # px; sources closer to the frame border are dropped
     drop_saturated: bool = False
     clip_sigma: float = 3.0  # sigma clipping of sky annuli
-    blob_snr: str = "all"  # "all" components or only "matched" ones (faster)
+    blob_snr: str = "matched"  # blob SNR of "matched" components only, or of "all" (slower)
     trim: str | None = "psf"  # "psf": trim matched components to the star footprint; None: paper
     psf_fwhm: float | None = None  # px; None = fit on bright isolated kept stars
     fallback_fwhm: float = 2.0  # px, when the fit is impossible
@@ -393,7 +393,7 @@ def _psf_fwhm(
 
     ok = kidx[n_sat[kidx] == 0]
     pick = select_psf_stars(
-        x[ok], y[ok], snr[ok], data.shape, all_x=x, all_y=y, bad=unusable, max_stars=30
+        x[ok], y[ok], snr[ok], data.shape, all_x=x, all_y=y, bad=unusable, max_stars=12
     )
     fwhm = float("nan")
     if len(pick) >= 3:
@@ -433,17 +433,19 @@ def _paint_footprints(
     if len(x) == 0:
         return
     ny, nx = seg_labels.shape
-    h = int(np.ceil(radius.max()))
-    off = np.arange(-h, h + 1)
-    ody, odx = (a.ravel() for a in np.meshgrid(off, off, indexing="ij"))
-    chunk = max(1, 2_000_000 // len(odx))
-    for s in range(0, len(x), chunk):
-        sl = slice(s, s + chunk)
-        px = np.rint(x[sl]).astype(np.int64)[:, None] + odx[None, :]
-        py = np.rint(y[sl]).astype(np.int64)[:, None] + ody[None, :]
-        inside = (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
-        pxc = np.clip(px, 0, nx - 1)
-        pyc = np.clip(py, 0, ny - 1)
-        d2 = (px - x[sl, None]) ** 2 + (py - y[sl, None]) ** 2
-        ok = inside & (seg_labels[pyc, pxc] == comp[sl, None]) & (d2 <= radius[sl, None] ** 2)
-        kind[pyc[ok], pxc[ok]] = 1
+    half = np.ceil(radius + 0.5).astype(int)
+    for h in np.unique(half):
+        grp = np.flatnonzero(half == h)
+        off = np.arange(-h, h + 1)
+        ody, odx = (a.ravel() for a in np.meshgrid(off, off, indexing="ij"))
+        chunk = max(1, 2_000_000 // len(odx))
+        for s in range(0, len(grp), chunk):
+            g = grp[s : s + chunk]
+            px = np.rint(x[g]).astype(np.int64)[:, None] + odx[None, :]
+            py = np.rint(y[g]).astype(np.int64)[:, None] + ody[None, :]
+            inside = (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
+            pxc = np.clip(px, 0, nx - 1)
+            pyc = np.clip(py, 0, ny - 1)
+            d2 = (px - x[g, None]) ** 2 + (py - y[g, None]) ** 2
+            ok = inside & (seg_labels[pyc, pxc] == comp[g, None]) & (d2 <= radius[g, None] ** 2)
+            kind[pyc[ok], pxc[ok]] = 1

@@ -77,7 +77,8 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise ValueError(f"PNG image must be uint8, got {image.dtype}")
-    ok, buf = cv2.imencode(".png", image)
+    # fast zlib level: star fields are noisy and barely compress at higher levels
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:  # pragma: no cover - OpenCV failure
         raise OSError(f"{path}: PNG encoding failed")
     with atomic_output(path) as tmp:

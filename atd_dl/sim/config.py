@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 # stars per square degree brighter than SimConfig.density_ref_mag, per preset
 PRESET_DENSITY: dict[str, float] = {"sparse": 46.0, "paper": 229.0, "dense": 572.0}
@@ -96,7 +97,7 @@ class SimConfig:
         return PRESET_DENSITY[self.preset]
 
 
-def preset_config(preset: str = "paper", **overrides: object) -> SimConfig:
+def preset_config(preset: str = "paper", **overrides: Any) -> SimConfig:
     """Return the configuration of a named preset with keyword overrides.
 
     ``preset`` is one of ``sparse``, ``paper``, ``dense`` (star density only; the

@@ -434,12 +434,12 @@ def _units(truth: Table) -> None:
 
 def write_raw_fits(path: str | Path, image: np.ndarray, header: fits.Header) -> Path:
     """Write a raw uint16 frame as int16 + BZERO=32768 (atomic)."""
-    try:  # the project's writer, when the I/O area provides one
-        from atd_dl.io.fits_io import write_raw_uint16  # type: ignore[attr-defined]
-    except ImportError:
-        write_raw_uint16 = None
-    if write_raw_uint16 is not None:
-        return Path(write_raw_uint16(path, image, header=header))
+    try:  # the project's writer (atd_dl.io.fits_io), when available
+        from atd_dl.io import fits_io
+    except ImportError:  # pragma: no cover
+        fits_io = None  # type: ignore[assignment]
+    if fits_io is not None and hasattr(fits_io, "write_raw_uint16"):
+        return Path(fits_io.write_raw_uint16(path, image, header=header))
     hdu = fits.PrimaryHDU(data=np.asarray(image, dtype=np.uint16), header=header, uint=True)
     with atomic_output(path) as tmp:
         hdu.writeto(tmp, output_verify="exception")

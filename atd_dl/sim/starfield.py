@@ -33,12 +33,12 @@ class Stars:
         return Stars(*(getattr(self, f)[keep] for f in Stars.__dataclass_fields__))
 
 
-def mag_to_flux_e(mag: np.ndarray, cfg: SimConfig) -> np.ndarray:
+def mag_to_flux_e(mag: np.ndarray | float, cfg: SimConfig) -> np.ndarray:
     """Electrons collected in one exposure (before vignetting) from magnitude ``mag``."""
     return cfg.exptime_s * 10.0 ** (-0.4 * (np.asarray(mag, dtype=np.float64) - cfg.zeropoint_mag))
 
 
-def flux_e_to_mag(flux_e: np.ndarray, cfg: SimConfig) -> np.ndarray:
+def flux_e_to_mag(flux_e: np.ndarray | float, cfg: SimConfig) -> np.ndarray:
     """Inverse of :func:`mag_to_flux_e`."""
     return cfg.zeropoint_mag - 2.5 * np.log10(np.asarray(flux_e, dtype=np.float64) / cfg.exptime_s)
 
