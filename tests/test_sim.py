@@ -19,6 +19,7 @@ from atd_dl.errors import InputError
 from atd_dl.sim import (
     MoffatPSF,
     add_stars,
+    inject_stars,
     preset_config,
     render_psf_stamp,
     simulate_field,
@@ -112,6 +113,21 @@ def test_add_stars_centroid_is_unbiased_noiseless() -> None:
         cx, cy = _local_centroid(img, x, y, r=7)
         assert abs(cx - x) < 0.01 and abs(cy - y) < 0.01
         assert img.sum() == pytest.approx(1e4, rel=0.01)
+
+
+def test_inject_stars_adds_noisy_flux_in_adu(field256) -> None:
+    sim = field256
+    psf = MoffatPSF(shape=sim.image.shape)
+    xs, ys = np.array([60.3, 150.7]), np.array([80.2, 190.6])
+    out, f3 = inject_stars(
+        sim.image, xs, ys, np.array([5e3, 5e3]), psf, gain=1.1, rng=np.random.default_rng(1)
+    )
+    added = (out - sim.image.astype(np.float32)) * 1.1
+    for x, y in zip(xs, ys):
+        ix, iy = int(round(x)), int(round(y))
+        assert added[iy - 7 : iy + 8, ix - 7 : ix + 8].sum() == pytest.approx(5e3, rel=0.05)
+    assert np.all(f3 > 0.5 * 5e3) and np.all(f3 < 5e3)
+    assert out.dtype == np.float32 and out.max() <= 65535
 
 
 def test_render_psf_stamp_unit_flux_and_fwhm() -> None:

@@ -92,6 +92,13 @@ def classify_detections(
             "no pixel scale given: assuming the network scale %.3f arcsec/px", geo.out_scale
         )
         pixel_scale = geo.out_scale
+    if pixel_scale > geo.radius_arcsec / 2.0:
+        log.warning(
+            "pixel scale %.2f arcsec/px: the %.1f arcsec binary radius spans < 2 px, "
+            "p_binary carries little information on such frames",
+            pixel_scale,
+            geo.radius_arcsec,
+        )
     thr = float(meta.get("threshold", 0.5) if threshold is None else threshold)
     out = catalog.copy(copy_data=True)
     x = np.asarray(catalog["x"], dtype=np.float64)

@@ -187,7 +187,8 @@ def simulate_binary_stamps(
             n_nb = 0
         nb_r = np.sqrt(rng.uniform(nb_lo**2, half_diag**2, n_nb))
         nb_a = rng.uniform(0, 2 * math.pi, n_nb)
-        nb_f = np.exp(rng.uniform(*np.log(cfg.neighbour_flux), n_nb))
+        lf0, lf1 = np.log(cfg.neighbour_flux)
+        nb_f = np.exp(rng.uniform(lf0, lf1, n_nb))
         for view in range(cfg.views_per_source):
             prof = cfg.profiles[int(rng.integers(len(cfg.profiles)))]
             scale = prof.pixel_scale

@@ -251,7 +251,8 @@ def mixture_deblend(
     r = np.ones(P.size)
     for _ in range(max(int(iterations), 1)):
         d2 = (px - x[K]) ** 2 + (py - y[K]) ** 2
-        num = f[K] * np.exp(-(d2 - d2.min()) * inv2s2)
+        d2min = np.minimum.reduceat(d2, first) if npix else d2
+        num = f[K] * np.exp(-(d2 - d2min[P]) * inv2s2)
         den = np.bincount(P, weights=num, minlength=npix)
         r = num / np.where(den > 0, den, 1.0)[P]
         wr = w * r

@@ -8,11 +8,19 @@ Pipeline of :func:`segment_sources` (criteria in :mod:`atd_dl.detect.deblend` an
 2. Trail test first: elongated components whose intensity profile along the major axis is
    a plateau rather than a peak are flagged ``TRAIL`` and never deblended. Components with
    saturated pixels are neither trail-tested nor deblended (flagged ``SATURATED``).
-3. Components with two or more *distinct* intensity peaks are split by a watershed of the
-   smoothed intensity seeded at the peaks; otherwise components with circularity
-   ``C = 4 pi A / P^2 < 0.7`` (Eq. 15) are split by the paper's distance-transform seeded,
-   circularity-controlled region growing. Children are flagged ``BLENDED``.
-4. Every final segment is measured: intensity-weighted centroid on the calibrated,
+3. Deblending of the other components (children flagged ``BLENDED``):
+
+   a. two or more *distinct* intensity peaks -> one child per peak;
+   b. a single peak but an intensity distribution significantly more elongated than the
+      PSF (unresolved pair, separation down to ~1 FWHM) -> two children;
+   c. otherwise circularity ``C = 4 pi A / P^2 < 0.7`` (Eq. 15) -> the paper's
+      distance-transform seeded, circularity-controlled region growing.
+
+   In (a) and (b) the light is shared between the children by a Gaussian-mixture
+   (EM) fit with the PSF width, started at the peaks (a) or at the pair positions implied
+   by the second moments (b); each child's position is the Eq. 16 centroid of its share
+   of the light and its segment the pixels where it dominates.
+4. Every source is measured: intensity-weighted centroid on the calibrated,
    background-subtracted frame with negative weights clipped (Eq. 16) and its uncertainty,
    circular-aperture flux (radius ``aperture_scale * FWHM``) and SNR, area, circularity,
    peak value and mean probability; then flags.
@@ -69,6 +77,11 @@ class PostprocessConfig:
     peak_smooth_sigma: float = 0.5  # px; Gaussian smoothing before peak finding
     deblend_nsigma: float = 3.0  # dip between peaks must exceed this many sigma
     deblend_contrast: float = 0.05  # ... and this fraction of the secondary peak
+    pair_nsigma: float = 5.0  # elongation excess over the PSF must exceed this many sigma
+    pair_min_excess: float = 0.5  # ... and this fraction of sigma_psf^2 (px^2)
+    pair_min_separation: float = 0.5  # px; closer mixture pairs are not split
+    pair_min_fraction: float = 0.05  # fainter child must hold this fraction of the light
+    mixture_iterations: int = 25  # EM iterations of the flux-sharing fit
     trail_min_elongation: float = 4.0  # sqrt(l1/l2) of the pixel second moments
     trail_min_length: float = 12.0  # px, sqrt(12 l1)
     trail_plateau_nsigma: float = 3.0  # median track profile must exceed this many sigma
@@ -207,8 +220,9 @@ def segment_sources(
     frame (electrons; NaN allowed); ``mask`` True = unusable pixel; ``background_rms_e``
     per-pixel (or scalar) background rms, estimated robustly from source-free pixels when
     None; ``saturated`` True = saturated pixel; ``edge`` px for the NEAR_EDGE flag;
-    ``fwhm`` px sets the aperture (measured from bright sources when None); ``poisson``
-    adds the sources' shot noise (needs electrons); ``unit`` of the flux columns.
+    ``fwhm`` px (PSF width for deblending and the aperture; measured from bright isolated
+    sources when None); ``poisson`` adds the sources' shot noise (needs electrons);
+    ``unit`` of the flux columns.
     """
     cfg = config or PostprocessConfig()
     unit = u.Unit(unit)
@@ -226,11 +240,12 @@ def segment_sources(
     img0 = np.where(bad, np.float32(0), img) if any_bad else img
     sat = None if saturated is None else np.asarray(saturated, dtype=bool)
     any_sat = sat is not None and bool(sat.any())
+    kernel = np.ones((3, 3), np.uint8)
 
     # 1. binary mask -> 8-connected components; small ones dropped
-    binary = (prob >= threshold).view(np.uint8)  # NaN compares False
+    binary = np.ascontiguousarray((prob >= threshold).view(np.uint8))  # NaN compares False
     n_raw, labels, stats, _ = cv2.connectedComponentsWithStats(
-        np.ascontiguousarray(binary), connectivity=8, ltype=cv2.CV_32S
+        binary, connectivity=8, ltype=cv2.CV_32S
     )
     keep = stats[:, cv2.CC_STAT_AREA] >= cfg.min_area
     keep[0] = False
@@ -250,34 +265,39 @@ def segment_sources(
         elif not np.all(np.isfinite(rms)):
             rms = np.where(np.isfinite(rms), rms, np.float32(np.nanmedian(rms)))
     rms_med = float(np.median(rms[::4, ::4])) if isinstance(rms, np.ndarray) else float(rms)
-    fwhm0 = float(fwhm or cfg.default_fwhm)
     if n == 0:
-        radius0 = max(cfg.aperture_scale * fwhm0, cfg.min_aperture_radius)
+        fw = float(fwhm or cfg.default_fwhm)
+        radius0 = max(cfg.aperture_scale * fw, cfg.min_aperture_radius)
         return Extraction(
-            _empty_catalog(unit), np.zeros((ny, nx), dtype=np.int32), fwhm0, radius0, 0, rms_med
+            _empty_catalog(unit), np.zeros((ny, nx), dtype=np.int32), fw, radius0, 0, rms_med
         )
 
     fg = np.flatnonzero(labels)
     lab_fg = labels.ravel()[fg]
     img_fg = img0.ravel()[fg]
-    rms_fg = rms.ravel()[fg] if isinstance(rms, np.ndarray) else np.float32(rms)
-    var_fg = np.asarray(rms_fg, dtype=np.float64) ** 2 * np.ones(fg.size)
+    fy, fx = np.divmod(fg, nx)
+    rms_fg = rms.ravel()[fg] if isinstance(rms, np.ndarray) else np.full(fg.size, rms)
+    var_fg = rms_fg.astype(np.float64) ** 2
     if poisson:
         var_fg += np.clip(img_fg, 0.0, None)
 
     # 2. per-component properties, vectorised
     mom = deblend.label_moments(labels, n, fg)
     circ_comp = deblend.label_circularity(labels, n)
-    kernel = np.ones((3, 3), np.uint8)
-    sat_comp = np.zeros(n + 1, dtype=bool)
     sat_fg = np.zeros(fg.size, dtype=bool)
+    sat_comp = np.zeros(n + 1, dtype=bool)
     if any_sat:
         sat_fg = cv2.dilate(sat.view(np.uint8), kernel).ravel()[fg] > 0
         sat_comp = np.bincount(lab_fg, weights=sat_fg, minlength=n + 1) > 0
+    bad_fg = np.zeros(fg.size, dtype=bool)
+    bad_comp = np.zeros(n + 1, dtype=bool)
+    if any_bad:
+        bad_fg = cv2.dilate(bad.view(np.uint8), kernel).ravel()[fg] > 0
+        bad_comp = np.bincount(lab_fg, weights=bad_fg, minlength=n + 1) > 0
     smooth = deblend.gaussian_smooth(img0, cfg.peak_smooth_sigma)
     nf = deblend.smoothing_noise_factor(cfg.peak_smooth_sigma)
 
-    # 3. trail test first (never deblended)
+    # 3. trail test first (trails are never deblended)
     trail = np.zeros(n + 1, dtype=bool)
     cand = np.flatnonzero(
         (mom["elongation"] >= cfg.trail_min_elongation)
@@ -300,36 +320,115 @@ def segment_sources(
             gap_fraction=cfg.trail_gap_fraction,
         )
 
-    # 4. deblending: distinct peaks (basins of steepest ascent) or non-round shape (growth)
+    # 4. peaks, PSF width, elongation
+    py, px, pl, owner = deblend.distinct_peaks(
+        smooth,
+        labels,
+        fg,
+        var_fg,
+        nsigma=cfg.deblend_nsigma,
+        contrast=cfg.deblend_contrast,
+        noise_factor=nf,
+    )
+    npk = np.bincount(pl, minlength=n + 1)
+    first_peak = np.searchsorted(pl, np.arange(n + 1))
+    imom = deblend.intensity_moments(lab_fg, fg, nx, n, img_fg, var_fg)
+    peak_comp = _sorted_max(lab_fg, img_fg.astype(np.float64), n)
+    rms_comp = np.sqrt(np.bincount(lab_fg, weights=var_fg, minlength=n + 1)[1:] / mom["area"][1:])
+    single = (npk == 1) & ~trail & ~sat_comp & ~bad_comp
+    single[0] = False
+    good = np.flatnonzero(single[1:] & (peak_comp > 20.0 * rms_comp)) + 1
+    good = good[np.argsort(-peak_comp[good - 1])][:300]
+    if fwhm is None:
+        gi = first_peak[good]
+        used = estimate_fwhm(img0, px[gi], py[gi], default=cfg.default_fwhm)
+    else:
+        used = float(fwhm)
+    sigma_psf = used / 2.3548
+    delta_psf = float(np.median(imom["delta"][good])) if good.size >= 5 else 0.0
+
+    # 5. deblending
+    eligible = ~trail & ~sat_comp
+    eligible[0] = False
     counts = np.ones(n + 1, dtype=np.int64)
     counts[0] = 0
-    by_peaks = np.zeros(n + 1, dtype=bool)
+    rank_fg = np.zeros(fg.size, dtype=np.int64)  # child index within its component
     grown: dict[int, np.ndarray] = {}
-    owner_rank = np.zeros(fg.size, dtype=np.int64)
+    mix_pos: dict[str, np.ndarray] = {}
     if cfg.deblend:
-        py, px, pl, owner = deblend.distinct_peaks(
-            smooth,
-            labels,
-            fg,
-            var_fg,
-            nsigma=cfg.deblend_nsigma,
-            contrast=cfg.deblend_contrast,
-            noise_factor=nf,
-        )
-        npk = np.bincount(pl, minlength=n + 1)
-        eligible = ~trail & ~sat_comp
-        eligible[0] = False
-        by_peaks = eligible & (npk >= 2)
-        counts[by_peaks] = npk[by_peaks]
-        first_peak = np.searchsorted(pl, np.arange(n + 1))
-        owner_rank = np.where(by_peaks[lab_fg], owner - first_peak[lab_fg], 0)
-        by_shape = np.flatnonzero(
+        multi = np.flatnonzero(eligible & (npk >= 2))
+        excess = imom["delta"] - delta_psf
+        pair = np.flatnonzero(
             eligible
-            & ~by_peaks
+            & (npk == 1)
+            & (mom["area"] >= cfg.min_blend_area)
+            & (excess >= cfg.pair_nsigma * imom["delta_err"])
+            & (excess >= cfg.pair_min_excess * sigma_psf**2)
+        )
+        blends = np.r_[multi, pair]
+        k = np.r_[npk[multi], np.full(pair.size, 2)]
+        if blends.size:
+            # initial mixture: the distinct peaks (multi) or +-d/2 along the major axis (pair)
+            pk_idx = np.concatenate([np.arange(first_peak[b], first_peak[b] + npk[b]) for b in multi]) if multi.size else np.zeros(0, np.int64)
+            half = np.sqrt(np.maximum(excess[pair], 0.0))  # equal fluxes: d^2 / 4 = excess
+            ax, ay = np.cos(imom["theta"][pair]), np.sin(imom["theta"][pair])
+            x0 = np.r_[px[pk_idx], np.column_stack([imom["xc"][pair] - half * ax, imom["xc"][pair] + half * ax]).ravel()]
+            y0 = np.r_[py[pk_idx], np.column_stack([imom["yc"][pair] - half * ay, imom["yc"][pair] + half * ay]).ravel()]
+            f0 = np.r_[np.maximum(smooth.ravel()[py[pk_idx] * nx + px[pk_idx]], 1e-6), np.repeat(imom["flux"][pair] / 2.0 + 1e-6, 2)]
+            blend_of = np.full(n + 1, -1, dtype=np.int64)
+            blend_of[blends] = np.arange(blends.size)
+            sel = np.flatnonzero(blend_of[lab_fg] >= 0)
+            group = blend_of[lab_fg[sel]]
+            mix = deblend.mixture_deblend(
+                group,
+                fx[sel],
+                fy[sel],
+                img_fg[sel],
+                var_fg[sel],
+                k,
+                x0,
+                y0,
+                f0,
+                sigma_psf,
+                iterations=cfg.mixture_iterations,
+            )
+            start = np.cumsum(k) - k
+            ncomp = int(k.sum())
+            owned = np.bincount(mix.owner, minlength=ncomp)
+            blend_idx = np.repeat(np.arange(blends.size), k)
+            ok = np.ones(blends.size, dtype=bool)
+            ok &= np.bincount(blend_idx, weights=owned == 0, minlength=blends.size) == 0
+            # pairs: real separation and a non-negligible fainter share
+            npair0 = multi.size
+            if pair.size:
+                a_, b_ = start[npair0:], start[npair0:] + 1
+                sep = np.hypot(mix.x[a_] - mix.x[b_], mix.y[a_] - mix.y[b_])
+                frac = np.minimum(mix.flux[a_], mix.flux[b_]) / np.maximum(mix.flux[a_] + mix.flux[b_], 1e-12)
+                ok[npair0:] &= (sep >= cfg.pair_min_separation) & (frac >= cfg.pair_min_fraction)
+            use = ok[group]
+            rank_fg[sel[use]] = mix.owner[use] - start[group[use]]
+            # multi-peak blends whose mixture failed fall back to the steepest-ascent basins
+            fb = ~use & (npk[lab_fg[sel]] >= 2)
+            rank_fg[sel[fb]] = owner[sel[fb]] - first_peak[lab_fg[sel[fb]]]
+            done = blends[ok | (np.arange(blends.size) < npair0)]
+            counts[done] = np.r_[k, np.zeros(0, np.int64)][ok | (np.arange(blends.size) < npair0)]
+            mix_ids = np.flatnonzero(np.repeat(ok, k))
+            mix_pos = {
+                "comp": blends[blend_idx[mix_ids]],
+                "rank": mix_ids - start[blend_idx[mix_ids]],
+                "x": mix.x[mix_ids],
+                "y": mix.y[mix_ids],
+                "x_err": mix.x_err[mix_ids],
+                "y_err": mix.y_err[mix_ids],
+            }
+        shaped = np.flatnonzero(
+            eligible
+            & (counts == 1)
+            & (npk < 2)
             & (circ_comp < cfg.circularity_threshold)
             & (mom["area"] >= cfg.min_blend_area)
         )
-        for lab in by_shape:
+        for lab in shaped:
             sl = _bbox_cut(stats, lab)
             cm = deblend.split_by_growth(
                 labels[sl] == lab,
@@ -339,15 +438,15 @@ def segment_sources(
                 min_blend_area=cfg.min_blend_area,
                 max_children=cfg.max_children,
             )
-            k = int(cm.max())
-            if k >= 2:
+            nk = int(cm.max())
+            if nk >= 2:
                 grown[int(lab)] = cm
-                counts[lab] = k
+                counts[lab] = nk
 
-    # 5. final segmentation map: one id per source, children get consecutive ids
+    # 6. final segmentation map: one id per source, children get consecutive ids
     first_id = np.cumsum(counts) - counts + 1
     n_src = int(counts.sum())
-    seg_fg = (first_id[lab_fg] + owner_rank).astype(np.int32)
+    seg_fg = (first_id[lab_fg] + rank_fg).astype(np.int32)
     seg = np.zeros(ny * nx, dtype=np.int32)
     seg[fg] = seg_fg
     seg = seg.reshape(ny, nx)
@@ -368,9 +467,13 @@ def segment_sources(
         for i in range(first_id[lab], first_id[lab] + counts[lab]):
             circ[i] = deblend.mask_circularity(sub == i)
 
-    # 6. measurements on the final segments
+    # 7. measurements on the final segments
     cen = weighted_centroids(seg_fg, fg, nx, n_src, img_fg, var_fg)
-    x, y = cen.x, cen.y
+    x, y, x_err, y_err = cen.x.copy(), cen.y.copy(), cen.x_err.copy(), cen.y_err.copy()
+    if mix_pos:
+        ids = first_id[mix_pos["comp"]] + mix_pos["rank"] - 1
+        x[ids], y[ids] = mix_pos["x"], mix_pos["y"]
+        x_err[ids], y_err[ids] = mix_pos["x_err"], mix_pos["y_err"]
     peak = _sorted_max(seg_fg, img_fg.astype(np.float64), n_src)
     prob_fg = np.nan_to_num(prob.ravel()[fg].astype(np.float64), nan=0.0)
     mean_prob = np.bincount(seg_fg, weights=prob_fg, minlength=n_src + 1)[1:] / np.maximum(
@@ -384,20 +487,11 @@ def segment_sources(
         sat_src = np.bincount(seg_fg, weights=sat_fg, minlength=n_src + 1) > 0
         flags[(sat_src | sat_comp[comp_of])[1:]] |= int(SourceFlag.SATURATED)
     if any_bad:
-        bad_fg = cv2.dilate(bad.view(np.uint8), kernel).ravel()[fg] > 0
         bad_src = np.bincount(seg_fg, weights=bad_fg, minlength=n_src + 1)[1:] > 0
         flags[bad_src] |= int(SourceFlag.MASKED)
     near = (x < edge) | (y < edge) | (x > nx - 1 - edge) | (y > ny - 1 - edge)
     flags[near] |= int(SourceFlag.NEAR_EDGE)
 
-    if fwhm is None:
-        rms_pk = np.sqrt(np.maximum(np.bincount(seg_fg, weights=var_fg, minlength=n_src + 1)[1:]
-                                    / np.maximum(cen.area, 1.0), 1e-12))
-        good = (flags == 0) & (peak > 20.0 * rms_pk)
-        order = np.argsort(-peak)
-        used = estimate_fwhm(img0, x[order], y[order], good=good[order], default=cfg.default_fwhm)
-    else:
-        used = float(fwhm)
     radius = max(cfg.aperture_scale * used, cfg.min_aperture_radius)
     flux, flux_err = aperture_fluxes(
         img0,
@@ -416,8 +510,8 @@ def segment_sources(
         np.arange(1, n_src + 1),
         x,
         y,
-        cen.x_err,
-        cen.y_err,
+        x_err,
+        y_err,
         flux,
         flux_err,
         snr,

@@ -66,6 +66,8 @@ class BinaryClassifierModule(L.LightningModule):
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.label_smoothing = float(label_smoothing)
+        self.report_dir = report_dir
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weight", weight, persistent=False)
         self.register_buffer("threshold", torch.tensor(0.5))
@@ -78,7 +80,7 @@ class BinaryClassifierModule(L.LightningModule):
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(
-            logits, y, weight=self.class_weight, label_smoothing=self.hparams.label_smoothing
+            logits, y, weight=self.class_weight, label_smoothing=self.label_smoothing
         )
 
     def training_step(
@@ -135,7 +137,7 @@ class BinaryClassifierModule(L.LightningModule):
         self.log("test/f1", rep["macro avg"]["f1"])
         self.log("test/precision", rep["macro avg"]["precision"])
         self.log("test/recall", rep["macro avg"]["recall"])
-        folder = self.hparams.report_dir or (
+        folder = self.report_dir or (
             Path(self.trainer.log_dir or self.trainer.default_root_dir) / "binary_report"
         )
         table = None

@@ -6,7 +6,7 @@ Main entry points: :func:`simulate_field` (one frame in memory), :func:`simulate
 """
 
 from atd_dl.sim.config import PRESET_DENSITY, SimConfig, preset_config
-from atd_dl.sim.psf import MoffatPSF, add_stars, psf_stamps, render_psf_stamp
+from atd_dl.sim.psf import MoffatPSF, add_stars, inject_stars, psf_stamps, render_psf_stamp
 from atd_dl.sim.simulate import (
     SimulatedField,
     detection_limit_mag,
@@ -27,6 +27,7 @@ __all__ = [
     "add_stars",
     "detection_limit_mag",
     "frame_name",
+    "inject_stars",
     "preset_config",
     "psf_model",
     "psf_stamps",

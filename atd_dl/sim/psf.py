@@ -181,3 +181,31 @@ def add_stars(
                 .astype(image.dtype, copy=False)
             )
     return f3
+
+
+def inject_stars(
+    image_adu: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    flux_e: np.ndarray,
+    psf: MoffatPSF,
+    *,
+    gain: float,
+    rng: np.random.Generator,
+    saturate: float | None = 65535.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inject stars with photon noise into an existing frame (injection–recovery tests).
+
+    Returns ``(new_image, f3_e)``: a float32 copy of ``image_adu`` with the stars' Poisson
+    electrons divided by ``gain`` (e-/ADU) added and clipped at ``saturate``, and each
+    star's expected 3x3-box flux in electrons (see :func:`add_stars`). The frame's own
+    noise is kept, so the injected stars see the real background.
+    """
+    model = np.zeros(image_adu.shape, dtype=np.float32)
+    f3 = add_stars(model, x, y, flux_e, psf)
+    out = np.asarray(image_adu, dtype=np.float32) + (
+        rng.poisson(np.maximum(model, 0.0)).astype(np.float32) / np.float32(gain)
+    )
+    if saturate is not None:
+        np.minimum(out, np.float32(saturate), out=out)
+    return out, f3

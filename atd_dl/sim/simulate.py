@@ -113,7 +113,7 @@ def background_per_pixel_e(cfg: SimConfig) -> float:
     return cfg.sky_e + cfg.dark_rate_e_s * cfg.exptime_s + cfg.read_noise_e**2
 
 
-def snr3(f3_e: np.ndarray, background_sum_e: np.ndarray | float, read_noise_e: float):
+def snr3(f3_e: np.ndarray, background_sum_e: np.ndarray | float, read_noise_e: float) -> np.ndarray:
     """Expected 3x3-aperture SNR: ``F3 / sqrt(F3 + B9 + 9 rn^2)``.
 
     ``f3_e``: the source's electrons in the box; ``background_sum_e``: expected sky + dark

@@ -31,7 +31,7 @@ def build(models: list[str], out: Path) -> Path:
             baselines=("sextractor", "sextractor_seg", "sep", "daofind"),
             baseline_sweep="paper",
             prob_thresholds=[round(0.1 * k, 2) for k in range(1, 10)] if models else None,
-            settings=EvalSettings(residual_sample=400),
+            settings=EvalSettings(residual_sample=250),
             injection={"n_per_round": 120, "rounds": 1, "frames": 1},
             ablation=False,
             progress=False,
@@ -41,7 +41,7 @@ def build(models: list[str], out: Path) -> Path:
     for m in summary["methods"].values():
         m["per_frame"] = m.get("per_frame", [])[:2]
         m["timing"] = {k: None for k in m["timing"]}  # machine-dependent, keep the file stable
-    out.write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    out.write_text(json.dumps(summary, allow_nan=False) + "\n")
     return out
 
 
