@@ -87,15 +87,27 @@ def main(argv: list[str] | None = None) -> int:
     x, y = np.asarray(proj["x"], float), np.asarray(proj["y"], float)
     _, *t["l_box_snr"] = _best(
         lambda: box_snr(
-            cal.data, x, y, gain=gain, bad=cal.mask, saturated=cal.saturated,
-            background=enh.background, background_rms=enh.background_rms,
+            cal.data,
+            x,
+            y,
+            gain=gain,
+            bad=cal.mask,
+            saturated=cal.saturated,
+            background=enh.background,
+            background_rms=enh.background_rms,
         ),
         r,
     )
     _, *t["l_blob_snr_all"] = _best(
         lambda: blob_snr(
-            cal.data, seg.x, seg.y, seg.radius, gain=gain, bad=cal.mask,
-            saturated=cal.saturated, background=enh.background,
+            cal.data,
+            seg.x,
+            seg.y,
+            seg.radius,
+            gain=gain,
+            bad=cal.mask,
+            saturated=cal.saturated,
+            background=enh.background,
             background_rms=enh.background_rms,
         ),
         r,
@@ -103,8 +115,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def labels(cfg: LabelConfig):
         return make_labels(
-            cal.data, enh.background, enh.background_rms, proj, gain=gain, mask=cal.mask,
-            saturated=cal.saturated, n_catalog=len(cat), config=cfg,
+            cal.data,
+            enh.background,
+            enh.background_rms,
+            proj,
+            gain=gain,
+            mask=cal.mask,
+            saturated=cal.saturated,
+            n_catalog=len(cat),
+            config=cfg,
         )
 
     res, *t["labels_default"] = _best(lambda: labels(LabelConfig()), r)
@@ -115,14 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     _, *t["overlay_png"] = _best(lambda: write_overlay(out / "overlay.png", enh.image8, res), r)
     cfgp = PrepConfig()
     _, *t["prep_frame_end_to_end"] = _best(
-        lambda: prepare_frame(frame_path, run / "catalogs", out, test=False, config=cfgp,
-                              masters=masters),
+        lambda: prepare_frame(
+            frame_path, run / "catalogs", out, test=False, config=cfgp, masters=masters
+        ),
         r,
     )
 
     prep_core = sum(t[k][0] for k in ("read", "calibrate", "enhance"))
-    print(f"\nframe {name} ({args.preset}, {args.size}²): {len(cat)} catalog rows, "
-          f"{seg.n} components, PSF FWHM {res.psf_fwhm:.2f} px")
+    print(
+        f"\nframe {name} ({args.preset}, {args.size}²): {len(cat)} catalog rows, "
+        f"{seg.n} components, PSF FWHM {res.psf_fwhm:.2f} px"
+    )
     print(f"{'stage':28s} {'wall s':>8s} {'cpu s':>8s}")
     for k, (wall, cpu) in t.items():
         print(f"{k:28s} {wall:8.3f} {cpu:8.3f}")

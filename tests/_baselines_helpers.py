@@ -65,7 +65,9 @@ def make_star_field(
     return image, truth
 
 
-def recovered_fraction(catalog: Table, truth: Table, *, snr_min: float = 20.0, radius: float = 1.0) -> float:
+def recovered_fraction(
+    catalog: Table, truth: Table, *, snr_min: float = 20.0, radius: float = 1.0
+) -> float:
     """Fraction of truth stars with ``snr_true ≥ snr_min`` that have a detection within ``radius``."""
     from scipy.spatial import cKDTree
 

@@ -91,14 +91,18 @@ def test_paper_sweeps() -> None:
     dao = DAOFindFinder()
     assert len(dao.sweep_values("dense")) == 41
     assert dao.sweep_values("dense")[0] == 4.0 and dao.sweep_values("dense")[-1] == 8.0
-    np.testing.assert_allclose(dao.sweep_values("paper"), [3.0, 3.3, 3.5, 3.7, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5])
+    np.testing.assert_allclose(
+        dao.sweep_values("paper"), [3.0, 3.3, 3.5, 3.7, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5]
+    )
 
 
 @pytest.mark.parametrize("name", ["sextractor", "sep", "daofind", "twomass", "psphot"])
 def test_recovers_bright_stars_within_one_pixel(name: str, field) -> None:
     image, truth = field
     cat = _finder(name)(image)
-    assert list(cat.colnames[: len(CATALOG_COLUMNS) - 2]) == [c for c in CATALOG_COLUMNS if c not in ("ra", "dec")]
+    assert list(cat.colnames[: len(CATALOG_COLUMNS) - 2]) == [
+        c for c in CATALOG_COLUMNS if c not in ("ra", "dec")
+    ]
     assert (truth["snr_true"] >= 20).sum() >= 15
     assert recovered_fraction(cat, truth, snr_min=20.0, radius=1.0) >= 0.95
     assert np.all(np.diff(cat["id"]) == 1) and cat["id"][0] == 1
@@ -133,12 +137,47 @@ def test_bad_input_raises_input_error(name: str) -> None:
         finder(np.full((8, 8), np.nan))
 
 
+@pytest.fixture(scope="module")
+def sim_frame():
+    """A small calibrated frame from the project's simulator (raw − bias − dark) and its stars."""
+    sim_mod = pytest.importorskip("atd_dl.sim.simulate")
+    from atd_dl.sim.config import preset_config
+
+    sim = sim_mod.simulate_field(preset_config("paper", size=256, isolated=True), 4)
+    image = (sim.image.astype(np.float32) - sim.bias - sim.dark).astype(np.float32)
+    stars = sim.truth[(sim.truth["kind"] == "star") & ~np.asarray(sim.truth["saturated"], bool)]
+    from scipy.spatial import cKDTree
+
+    xy = np.column_stack([stars["x"], stars["y"]])
+    d, _ = cKDTree(xy).query(xy, k=2)
+    inside = (xy[:, 0] > 3) & (xy[:, 1] > 3) & (xy[:, 0] < 252) & (xy[:, 1] < 252)
+    return image, sim.wcs, stars[(d[:, 1] > 5) & inside]
+
+
+@pytest.mark.parametrize("name", ["sextractor", "sep", "daofind", "twomass", "psphot"])
+def test_baselines_on_a_simulated_frame(name: str, sim_frame) -> None:
+    """Undersampled Moffat PSF (FWHM ~1.5 px) with the simulator's noise and sky."""
+    image, wcs, stars = sim_frame
+    params = {
+        "daofind": {"fwhm": 1.6},
+        "psphot": {"smooth_fwhm": 1.6},
+        "twomass": {"edge_x": 3, "edge_y": 3, "saturation_level": None},
+    }.get(name, {})
+    if name == "sextractor" and not HAVE_SEX:
+        pytest.skip("SExtractor binary not installed")
+    cat = get_baseline(name, **params)(image, wcs=wcs)
+    assert (stars["snr_true"] >= 20).sum() >= 10
+    assert recovered_fraction(cat, stars, snr_min=20.0, radius=1.0) >= 0.9
+
+
 # ------------------------------------------------------------------------ SExtractor
 
 
 def _single_star(x0: float, y0: float, flux: float = 50000.0, shape=(64, 80)) -> np.ndarray:
     rng = np.random.default_rng(7)
-    img = add_gaussian_stars(np.full(shape, 100.0), np.array([x0]), np.array([y0]), np.array([flux]), 1.2)
+    img = add_gaussian_stars(
+        np.full(shape, 100.0), np.array([x0]), np.array([y0]), np.array([flux]), 1.2
+    )
     return (img + rng.normal(0, 1.0, shape)).astype(np.float32)
 
 
@@ -173,7 +212,9 @@ def test_sextractor_segmentation_centroids(field) -> None:
     bright = cat[cat["snr"] > 50]
     from scipy.spatial import cKDTree
 
-    d, _ = cKDTree(np.column_stack([win["x"], win["y"]])).query(np.column_stack([bright["x"], bright["y"]]))
+    d, _ = cKDTree(np.column_stack([win["x"], win["y"]])).query(
+        np.column_stack([bright["x"], bright["y"]])
+    )
     assert np.median(d) < 0.05
     assert np.all(np.isfinite(cat["x_err"])) and np.all(cat["x_err"] > 0)
     # raw-image weights (sky included) pull centroids towards each segment's geometric centre
@@ -224,7 +265,13 @@ def test_sextractor_and_sep_agree(field) -> None:
 def test_daofind_min_separation_is_explicit() -> None:
     """min_separation=0 (photutils <= 2 behaviour) keeps a pair 4 px apart."""
     rng = np.random.default_rng(2)
-    img = add_gaussian_stars(np.full((48, 48), 50.0), np.array([20.0, 24.0]), np.array([24.0, 24.0]), np.array([4000.0, 3000.0]), 0.85)
+    img = add_gaussian_stars(
+        np.full((48, 48), 50.0),
+        np.array([20.0, 24.0]),
+        np.array([24.0, 24.0]),
+        np.array([4000.0, 3000.0]),
+        0.85,
+    )
     img = (img + rng.normal(0, 1.0, img.shape)).astype(np.float32)
     both = DAOFindFinder(fwhm=2.0, threshold=5.0)(img)
     assert len(both) == 2
@@ -242,7 +289,9 @@ def test_daofind_min_separation_is_explicit() -> None:
 def test_tuning_picks_a_sensible_operating_point() -> None:
     frames, refs = [], []
     for seed in (11, 12):
-        img, truth = make_star_field((96, 96), 18, fwhm=FIELD_FWHM, seed=seed, flux_range=(300, 20000))
+        img, truth = make_star_field(
+            (96, 96), 18, fwhm=FIELD_FWHM, seed=seed, flux_range=(300, 20000)
+        )
         frames.append(img)
         refs.append(truth)
     res = tune_baseline(
@@ -266,7 +315,9 @@ def test_tuning_picks_a_sensible_operating_point() -> None:
 
 def test_tuning_mixed_grid_values_and_validation() -> None:
     img, truth = make_star_field((80, 80), 10, fwhm=FIELD_FWHM, seed=5)
-    res = tune_baseline(SepFinder(), [img], [truth], grid={"filter_fwhm": ["default", None]}, thresholds="paper")
+    res = tune_baseline(
+        SepFinder(), [img], [truth], grid={"filter_fwhm": ["default", None]}, thresholds="paper"
+    )
     assert len(res.table) == 20
     assert set(res.table["filter_fwhm"]) == {"default", "None"}
     with pytest.raises(ValueError, match="1 frames but 2 reference tables"):
@@ -288,13 +339,36 @@ def test_cli_baseline_writes_catalogs_and_reports_bad_frames(tmp_path: Path, fie
     image, truth = field
     good = _write_frame(tmp_path / "good.fits", image)
     out = tmp_path / "out"
-    rc = main(["baseline", "sep", str(good), str(tmp_path / "missing.fits"), "--out", str(out), "--threshold", "3"])
+    rc = main(
+        [
+            "baseline",
+            "sep",
+            str(good),
+            str(tmp_path / "missing.fits"),
+            "--out",
+            str(out),
+            "--threshold",
+            "3",
+        ]
+    )
     assert rc == 1
     assert "missing.fits: file not found" in capsys.readouterr().err
     cat = Table.read(out / "good.sep_t3.ecsv")
     assert recovered_fraction(cat, truth) >= 0.95
     assert "ra" in cat.colnames and cat.meta["threshold"] == 3.0
-    rc = main(["baseline", "daofind", str(good), "--out", str(out), "--sweep", "paper", "--param", "fwhm=2.5"])
+    rc = main(
+        [
+            "baseline",
+            "daofind",
+            str(good),
+            "--out",
+            str(out),
+            "--sweep",
+            "paper",
+            "--param",
+            "fwhm=2.5",
+        ]
+    )
     assert rc == 0
     assert len(list(out.glob("good.daofind_t*.ecsv"))) == 10
     assert main(["baseline", "nosuch", str(good)]) == 2

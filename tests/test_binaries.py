@@ -420,22 +420,35 @@ def test_cli_binary_stamps_writes_set(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- configs
 
 
-def test_hydra_configs_compose_and_instantiate() -> None:
+@pytest.mark.parametrize(
+    "primary,experiment",
+    [
+        ("binary_train", None),
+        ("binary_train", "binary_classifier"),
+        ("binary_train", "binary_shipped"),
+        ("train", "binary_classifier"),
+    ],
+)
+def test_hydra_configs_build_data_and_module(primary: str, experiment: str | None) -> None:
     from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
+
+    from atd_dl.lit.binary import BinaryClassifierModule, build_binary_training
+    from atd_dl.lit.binary_data import BinaryStampDataModule
 
     cfg_dir = REPO / "configs"
-    if not (cfg_dir / "binary_train.yaml").is_file():
-        pytest.skip("configs not present")
-    for exp in ("binary_classifier", "binary_shipped"):
-        with initialize_config_dir(config_dir=str(cfg_dir), version_base=None):
-            cfg = compose(
-                "binary_train", overrides=[f"experiment={exp}", "paths.output_dir=/tmp/x"]
-            )
-        assert cfg.trainer.max_epochs > 0 and list(cfg.data.fractions) == [0.7, 0.15, 0.15]
-        dm = instantiate(cfg.data)
-        assert dm.geometry.size == 32
-        cfg.model.net.width = 4
-        module = instantiate(cfg.model)
-        opt = module.configure_optimizers()
-        assert isinstance(opt["optimizer"], torch.optim.AdamW)
+    if not (cfg_dir / f"{primary}.yaml").is_file():
+        pytest.skip(f"configs/{primary}.yaml not present")
+    overrides = ["paths.output_dir=/tmp/unused", "model.width=4"]
+    if experiment:
+        overrides.append(f"experiment={experiment}")
+    with initialize_config_dir(config_dir=str(cfg_dir), version_base=None):
+        cfg = compose(primary, overrides=overrides)
+    assert cfg.task_kind == "binary_classifier"
+    assert list(cfg.data.fractions) == [0.7, 0.15, 0.15]
+    assert cfg.trainer.max_epochs == (16 if experiment == "binary_shipped" else 40)
+    dm, module = build_binary_training(cfg)
+    assert isinstance(dm, BinaryStampDataModule) and isinstance(module, BinaryClassifierModule)
+    assert module.net.conv1.in_channels == 1 and module.net.fc.out_features == 2
+    opt = module.configure_optimizers()
+    assert isinstance(opt["optimizer"], torch.optim.AdamW)
+    assert isinstance(opt["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.CosineAnnealingLR)

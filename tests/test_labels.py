@@ -251,8 +251,14 @@ def test_trimmed_masks_are_compact_and_inside_components(sim_field):
     # paper mode labels whole matched components; trimming keeps a subset of them
     assert trimmed.mask.sum() < 0.6 * paper.mask.sum()
     comp = trimmed.kind == 1
-    assert (trimmed.segmentation[comp] > 0).all()
-    assert (paper.mask[comp] == 1).all()
+    # label pixels come from components, or are the nearest pixel of a kept source
+    own = np.zeros_like(comp)
+    own[np.rint(trimmed.kept["y"]).astype(int), np.rint(trimmed.kept["x"]).astype(int)] = True
+    assert ((trimmed.segmentation[comp] > 0) | own[comp]).all()
+    assert (own[comp] & (trimmed.segmentation[comp] == 0)).sum() < 0.15 * len(trimmed.kept)
+    assert (paper.mask[comp & ~own] == 1).all()
+    # every kept source lies on its label
+    assert trimmed.mask[own].all()
     r = np.asarray(trimmed.kept["radius"])
     assert np.nanmin(r) >= 1.5 and np.nanmax(r) <= 6.0
 
@@ -279,20 +285,39 @@ def test_status_reasons_and_blob_labels():
     )
     bkg, rms = flat_maps(shape, sky, noise)
     res = make_labels(
-        img, bkg, rms, src, gain=gain, mask=mask, saturated=sat, n_catalog=10,
+        img,
+        bkg,
+        rms,
+        src,
+        gain=gain,
+        mask=mask,
+        saturated=sat,
+        n_catalog=10,
         config=LabelConfig(psf_fwhm=1.6),
     )
     status = dict(zip(res.sources["source_id"].tolist(), res.sources["status"].tolist()))
     assert status == {
-        1: "kept", 2: "kept", 3: "kept", 4: "masked", 5: "edge", 6: "off_frame",
-        7: "low_snr", 8: "kept",
+        1: "kept",
+        2: "kept",
+        3: "kept",
+        4: "masked",
+        5: "edge",
+        6: "off_frame",
+        7: "low_snr",
+        8: "kept",
     }
     c = res.counts
     assert c["n_dropped_off_frame"] == 1 + 2  # one in the table, two never projected
     assert (c["n_kept"], c["n_kept_saturated"], c["n_dropped_snr"]) == (4, 1, 1)
     assert res.kept["saturated"].tolist() == [False, False, False, True]
     dropped = make_labels(
-        img, bkg, rms, src, gain=gain, mask=mask, saturated=sat,
+        img,
+        bkg,
+        rms,
+        src,
+        gain=gain,
+        mask=mask,
+        saturated=sat,
         config=LabelConfig(psf_fwhm=1.6, drop_saturated=True),
     )
     assert dropped.counts["n_dropped_saturated"] == 1 and dropped.counts["n_kept"] == 3
@@ -319,7 +344,8 @@ def test_overlay_png(sim_field, tmp_path):
     bgr = render_overlay(image8, res, legend=False)
     comp = res.kind == 1
     g = bgr[comp].astype(int)
-    assert (g[:, 1] > g[:, 0]).mean() > 0.9 and (g[:, 1] > g[:, 2]).mean() > 0.5
+    g = g[~(g == (0, 0, 255)).all(axis=1)]  # red catalog dots are drawn on top
+    assert (g[:, 1] > g[:, 0]).mean() > 0.95 and (g[:, 1] > g[:, 2]).mean() > 0.95
     # red dots at projected catalog positions away from labels
     src = res.sources[res.sources["status"] == "low_snr"]
     xs, ys = np.rint(src["x"]).astype(int), np.rint(src["y"]).astype(int)
@@ -337,18 +363,6 @@ def test_label_config_validation():
     assert LabelConfig().to_dict()["annulus"] == [5.0, 9.0]
 
 
-def test_science_modules_do_not_import_lightning():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, atd_dl.labels, atd_dl.labels.overlay, atd_dl.data.builder;"
-        "print(any(m in sys.modules for m in ('lightning', 'hydra', 'torch')))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
 def test_real_frame_labels_run(real_data_dir: Path):
     """A real 2MASS frame with a catalog built from its own bright pixels: runs, sane counts."""
     from atd_dl.io.fits_io import read_frame
@@ -361,7 +375,12 @@ def test_real_frame_labels_run(real_data_dir: Path):
     peaks = find_peaks(enh.subtracted, threshold=10 * float(np.median(enh.background_rms)))
     src = Table({"x": peaks["x_peak"].astype(float), "y": peaks["y_peak"].astype(float)})
     res = make_labels(
-        frame.data, enh.background, enh.background_rms, src, gain=10.0, mask=frame.mask,
+        frame.data,
+        enh.background,
+        enh.background_rms,
+        src,
+        gain=10.0,
+        mask=frame.mask,
         saturated=frame.saturated,
     )
     assert res.counts["n_kept"] >= 0.8 * len(src) > 10

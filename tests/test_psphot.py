@@ -43,7 +43,9 @@ def test_variance_models() -> None:
     np.testing.assert_allclose(var, [[100 / 2 + 4.0, 400 / 2 + 4.0]])
     rms = np.full_like(data, 3.0)
     np.testing.assert_allclose(build_variance(data, data - 50.0, background_rms=rms), 9.0)
-    np.testing.assert_allclose(build_variance(data, data - 50.0, gain=5.0, background_rms=rms), 19.0)
+    np.testing.assert_allclose(
+        build_variance(data, data - 50.0, gain=5.0, background_rms=rms), 19.0
+    )
     with pytest.raises(ValueError, match="need gain and read_noise"):
         build_variance(data, data)
 
@@ -121,7 +123,14 @@ def test_saturation_rule_culls_flat_topped_structure() -> None:
     peak = np.array([60.0])
     col = np.array([40.0])  # significant in S/N units
     assert cull_peaks(peak, col, 4.0)[0]
-    keep = cull_peaks(peak, col, 4.0, peak_flux=np.array([40000.0]), col_flux=np.array([39000.0]), saturation=60000.0)
+    keep = cull_peaks(
+        peak,
+        col,
+        4.0,
+        peak_flux=np.array([40000.0]),
+        col_flux=np.array([39000.0]),
+        saturation=60000.0,
+    )
     assert not keep[0]  # within 5 % of saturation of the col near a saturated core
 
 
@@ -135,7 +144,9 @@ def test_finder_on_a_star_field() -> None:
     # matched-filter flux of bright isolated stars is close to the true flux
     from scipy.spatial import cKDTree
 
-    d, i = cKDTree(np.column_stack([cat["x"], cat["y"]])).query(np.column_stack([truth["x"], truth["y"]]))
+    d, i = cKDTree(np.column_stack([cat["x"], cat["y"]])).query(
+        np.column_stack([truth["x"], truth["y"]])
+    )
     bright = (truth["snr_true"] > 50) & (d < 1.0)
     ratio = np.asarray(cat["flux"])[i[bright]] / np.asarray(truth["flux"])[bright]
     assert np.median(ratio) == pytest.approx(1.0, abs=0.1)
@@ -143,7 +154,13 @@ def test_finder_on_a_star_field() -> None:
 
 def test_finder_flags_saturated_and_masked_and_culls_wing_noise() -> None:
     rng = np.random.default_rng(5)
-    img = add_gaussian_stars(np.full((80, 80), 100.0), np.array([40.0, 60.0]), np.array([40.0, 20.0]), np.array([4e6, 3000.0]), 1.3)
+    img = add_gaussian_stars(
+        np.full((80, 80), 100.0),
+        np.array([40.0, 60.0]),
+        np.array([40.0, 20.0]),
+        np.array([4e6, 3000.0]),
+        1.3,
+    )
     img = np.minimum(img + rng.normal(0, 3.0, img.shape), 60000.0)
     mask = np.zeros(img.shape, bool)
     mask[20, 61] = True

@@ -22,7 +22,6 @@ from atd_dl.baselines.twomass import (
     false_positive_rate,
     fwhm_from_seesh,
     growth_rate,
-    saturation_exclusion,
     saturation_radius,
     sharpness_keep,
     snr_eq6,
@@ -77,7 +76,12 @@ def test_magnitudes_a1_a2() -> None:
     m = calibrated_magnitude(np.array([100.0, 0.0, -5.0]), 20.0)
     assert m[0] == pytest.approx(15.0) and np.isnan(m[1]) and np.isnan(m[2])
     mc = np.array([10.0, 11.0, 15.0, 18.0])
-    expect = [-1.293 * 100 + 27.733 * 10 - 139.634, 1.009 * 11 - 1.496, 0.980 * 15 - 1.119, 0.820 * 18 + 1.621]
+    expect = [
+        -1.293 * 100 + 27.733 * 10 - 139.634,
+        1.009 * 11 - 1.496,
+        0.980 * 15 - 1.119,
+        0.820 * 18 + 1.621,
+    ]
     np.testing.assert_allclose(to_2mass_magnitude(mc), expect)
     # the pieces join smoothly at 12 and 17 mag (the fit is close to continuous there)
     for edge in (12.0, 17.0):
@@ -106,14 +110,18 @@ def test_growth_and_false_positive_rates() -> None:
 
 
 def _stamp(x0: float, y0: float, flux: float, sigma: float) -> np.ndarray:
-    return add_gaussian_stars(np.zeros((31, 31)), np.array([x0]), np.array([y0]), np.array([flux]), sigma)
+    return add_gaussian_stars(
+        np.zeros((31, 31)), np.array([x0]), np.array([y0]), np.array([flux]), sigma
+    )
 
 
 def _measure(img: np.ndarray, x: float, y: float) -> tuple[float, float]:
     """(Eq. 6 SNR with SKYSIG=1, peak-normalised central sharpness) of a noiseless stamp."""
     from photutils.aperture import CircularAperture, aperture_photometry
 
-    f_sigma = float(aperture_photometry(img, CircularAperture([(x, y)], r=SIGMA))["aperture_sum"][0])
+    f_sigma = float(
+        aperture_photometry(img, CircularAperture([(x, y)], r=SIGMA))["aperture_sum"][0]
+    )
     f_center = float(img[int(round(y)), int(round(x))])
     _, df = central_sharpness(np.array([f_sigma]), np.array([f_center]), SIGMA)
     return float(snr_eq6(np.array([f_sigma]), SIGMA, 1.0)[0]), float(df[0] / f_center)
@@ -247,7 +255,11 @@ def test_real_atlas_frame(atlas) -> None:
 def test_real_atlas_measured_fallbacks(atlas) -> None:
     """Without SKYSIG / SEESH the pipeline measures them; close to the header values."""
     res = TwoMassFinder().run(atlas.data, mask=atlas.mask, wcs=atlas.wcs)
-    assert res.params["sources"] == {"skysig": "measured", "pixel_scale": "header/wcs", "fwhm": "measured"}
+    assert res.params["sources"] == {
+        "skysig": "measured",
+        "pixel_scale": "header/wcs",
+        "fwhm": "measured",
+    }
     assert res.params["skysig"] == pytest.approx(3.71759, rel=0.25)
     assert res.params["fwhm_img_px"] == pytest.approx(3.13 * 0.95 - 0.46, rel=0.3)
 

@@ -115,6 +115,17 @@ class BaseFinder:
     SWEEP_PAPER: ClassVar[tuple[float, ...]] = ()
     threshold: float
 
+    def __call__(
+        self,
+        data: np.ndarray,
+        *,
+        mask: np.ndarray | None = None,
+        wcs: WCS | None = None,
+        threshold: float | None = None,
+    ) -> Table:
+        """Detect sources in ``data``; every subclass implements this."""
+        raise NotImplementedError
+
     def sweep_values(self, which: str = "dense") -> np.ndarray:
         """Threshold values to sweep: ``"dense"`` (fine grid) or ``"paper"`` (ten points)."""
         if which == "dense":

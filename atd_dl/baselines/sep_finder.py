@@ -100,22 +100,25 @@ class SepFinder(BaseFinder):
             kernel = _DEFAULT_KERNEL
         else:
             kernel = gaussian_kernel(float(self.filter_fwhm))
-        # very low thresholds on crowded frames need a large pixel stack
+        # very low thresholds on crowded frames need a large pixel stack and many sub-objects
         sep.set_extract_pixstack(max(sep.get_extract_pixstack(), img.size))
-        sep.set_sub_object_limit(max(sep.get_sub_object_limit(), 4096))
-        objs = sep.extract(
-            sub,
-            thresh,
-            err=rms,
-            gain=self.gain,
-            mask=bad,
-            minarea=int(self.minarea),
-            filter_kernel=kernel,
-            deblend_nthresh=int(self.deblend_nthresh),
-            deblend_cont=float(self.deblend_cont),
-            clean=self.clean,
-            clean_param=float(self.clean_param),
-        )
+        sep.set_sub_object_limit(max(sep.get_sub_object_limit(), 65536))
+        try:
+            objs = sep.extract(
+                sub,
+                thresh,
+                err=rms,
+                gain=self.gain,
+                mask=bad,
+                minarea=int(self.minarea),
+                filter_kernel=kernel,
+                deblend_nthresh=int(self.deblend_nthresh),
+                deblend_cont=float(self.deblend_cont),
+                clean=self.clean,
+                clean_param=float(self.clean_param),
+            )
+        except Exception as err:  # sep raises bare Exception for buffer overflows
+            raise RuntimeError(f"sep extraction failed at threshold {thresh:g}: {err}") from err
         n = len(objs)
         x_iso = np.asarray(objs["x"], float)
         y_iso = np.asarray(objs["y"], float)

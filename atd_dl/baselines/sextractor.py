@@ -285,7 +285,11 @@ class SExtractorFinder(BaseFinder):
             opts["STARNNW_NAME"] = str(nnw)
             params.append("CLASS_STAR")
         if want_seg:
-            checks = (("SEGMENTATION", "seg.fits"), ("BACKGROUND", "back.fits"), ("BACKGROUND_RMS", "back_rms.fits"))
+            checks = (
+                ("SEGMENTATION", "seg.fits"),
+                ("BACKGROUND", "back.fits"),
+                ("BACKGROUND_RMS", "back_rms.fits"),
+            )
             opts["CHECKIMAGE_TYPE"] = ",".join(c[0] for c in checks)
             opts["CHECKIMAGE_NAME"] = ",".join(c[1] for c in checks)
         for key, value in self.extra_config.items():

@@ -60,7 +60,10 @@ class SynthConfig:
 
     ``sep_arcsec``: companion separation range; ``None`` high end = the binary radius
     (reduced by a hair so every pair is strictly inside). ``flux_ratio``: companion /
-    primary flux, log-uniform. ``snr``: primary signal-to-noise, log-uniform.
+    primary flux, log-uniform, with its low end raised to ``companion_snr_min / snr`` so
+    the companion's own SNR (about ``q * snr``) stays above ``companion_snr_min`` (a
+    companion no survey could see is not simulated as a binary). ``snr``: primary
+    signal-to-noise, log-uniform.
     ``neighbour_prob``: chance of 1..``max_neighbours`` unrelated sources placed between
     ``(1 + neighbour_gap)`` x radius and the stamp corner.
     """
@@ -73,6 +76,7 @@ class SynthConfig:
     sep_arcsec: tuple[float, float | None] = (0.3, None)
     flux_ratio: tuple[float, float] = (0.1, 1.0)
     snr: tuple[float, float] = (20.0, 500.0)
+    companion_snr_min: float = 5.0
     neighbour_prob: float = 0.5
     max_neighbours: int = 3
     neighbour_gap: float = 0.15
@@ -173,10 +177,16 @@ def simulate_binary_stamps(
     k = 0
     for sys_id in it:
         is_bin = rng.random() < cfg.binary_fraction
-        sep = float(rng.uniform(sep_lo, sep_hi)) if is_bin else math.nan
-        q = float(np.exp(rng.uniform(*np.log(cfg.flux_ratio)))) if is_bin else math.nan
-        pa = rng.uniform(0, 2 * math.pi)
         snr = float(np.exp(rng.uniform(*np.log(cfg.snr))))
+        sep = float(rng.uniform(sep_lo, sep_hi)) if is_bin else math.nan
+        # companions fainter than companion_snr_min would be invisible in any survey
+        q_lo = min(max(cfg.flux_ratio[0], cfg.companion_snr_min / snr), cfg.flux_ratio[1])
+        q = (
+            float(np.exp(rng.uniform(np.log(q_lo), np.log(cfg.flux_ratio[1]))))
+            if is_bin
+            else math.nan
+        )
+        pa = rng.uniform(0, 2 * math.pi)
         colour = rng.normal(0.0, cfg.colour_mag, size=nc) if is_bin else np.zeros(nc)
         colour -= colour[0]
         # unrelated neighbours: (dx, dy) arcsec from the primary, flux relative to primary

@@ -269,7 +269,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 def _write_npz(path: Path, **arrays: np.ndarray) -> None:
     with atomic_output(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
 
 
 def _write_points(path: Path, res: LabelResult, sub) -> int:
@@ -341,9 +341,7 @@ def prepare_frame(
     if gain is None:
         gain, gain_source = raw.gain, "header"
     if gain is None:
-        raise InputError(
-            path, "gain unknown (no GAIN/EGAIN in the header): pass --gain E_PER_ADU"
-        )
+        raise InputError(path, "gain unknown (no GAIN/EGAIN in the header): pass --gain E_PER_ADU")
     try:
         subs = subfield_grid(raw.shape, config.subfield_size)
     except InputError as err:
@@ -360,7 +358,8 @@ def prepare_frame(
         filter_size=config.background_filter,
         source=path,
     )
-    catalog = read_reference_catalog(cat_path, columns=config.catalog_columns)
+    columns = None if config.catalog_columns is None else dict(config.catalog_columns)
+    catalog = read_reference_catalog(cat_path, columns=columns)
     projected = project_catalog(catalog, frame.wcs, frame.shape, epoch=frame.date_obs)
     res = make_labels(
         frame.data,
@@ -492,8 +491,8 @@ def _fwhm_for_fingerprint(frame, enh, res: LabelResult) -> float:
         y,
         np.asarray(kept["snr"], dtype=np.float64)[ok],
         frame.shape,
-        all_x=np.asarray(res.sources["x"], dtype=np.float64),
-        all_y=np.asarray(res.sources["y"], dtype=np.float64),
+        all_x=np.asarray(kept["x"], dtype=np.float64),
+        all_y=np.asarray(kept["y"], dtype=np.float64),
         bad=frame.mask,
         max_stars=12,
     )
@@ -587,9 +586,9 @@ def build_dataset(
             is_test[name] = bool(st.get("test"))
     for name, path in by_name.items():
         is_test[name] = name in test_set
-        st = states.get(name)
-        if st and st.get("footprint") and st.get("path") == str(path):
-            fps[name] = SkyFootprint.from_dict(name, st["footprint"])
+        old = states.get(name)
+        if old and old.get("footprint") and old.get("path") == str(path):
+            fps[name] = SkyFootprint.from_dict(name, old["footprint"])
             continue
         try:
             fp = _footprint_from_header(path, cfg)
@@ -606,7 +605,9 @@ def build_dataset(
         test_fps, train_fps, paths=by_name, margin_deg=cfg.isolation_margin_deg, force=force
     )
     for t, r, sep in report.overlaps:
-        log.warning("test frame %s overlaps training frame %s (%.3f deg apart); accepted", t, r, sep)
+        log.warning(
+            "test frame %s overlaps training frame %s (%.3f deg apart); accepted", t, r, sep
+        )
 
     todo = [(n, p) for n, p in by_name.items() if n not in report.failed]
     try:
@@ -616,13 +617,13 @@ def build_dataset(
     except ImportError:  # pragma: no cover
         bar = todo
     for name, path in bar:
-        st = states.get(name)
+        prev = states.get(name)
         if (
             not redo
-            and st is not None
-            and st.get("config_digest") == digest
-            and st.get("path") == str(path)
-            and bool(st.get("test")) == is_test[name]
+            and prev is not None
+            and prev.get("config_digest") == digest
+            and prev.get("path") == str(path)
+            and bool(prev.get("test")) == is_test[name]
         ):
             report.skipped.append(name)
             continue
@@ -644,6 +645,14 @@ def build_dataset(
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(kept=record["counts"]["n_kept"], s=f"{record['seconds']:.1f}")
 
+    other = sorted(n for n, st in states.items() if st.get("config_digest") != digest)
+    if other:
+        log.warning(
+            "%d frame(s) in %s were prepared with other settings and stay in the dataset: %s",
+            len(other),
+            out,
+            ", ".join(other[:5]) + (" ..." if len(other) > 5 else ""),
+        )
     _write_tables(out, states, cfg, test_set)
     counts: dict[str, int] = {"train": 0, "val": 0, "test": 0}
     for st in states.values():

@@ -167,33 +167,57 @@ def model_method(
     re-thresholded at every value (default 0.05 … 0.95, step 0.05, plus the model's own
     ``thresholds.json`` operating point). ``model_dir=None`` uses the shipped model.
     """
-    from atd_dl.detect import pipeline as P
+    from atd_dl.detect.inference import load_detector
+    from atd_dl.detect.pipeline import DetectConfig, Detector
 
-    det = (
-        P.Detector.from_folder(model_dir, device=device)
-        if model_dir
-        else P.Detector.from_folder(None, device=device)
-    )
+    model, meta = load_detector(model_dir, device=device)
+    det = Detector(model, meta, DetectConfig(device=device))
+    t0 = float(det.threshold)
     vals = sorted(
-        {float(v) for v in (thresholds if thresholds is not None else DEFAULT_PROB_SWEEP)}
+        {round(float(v), 4) for v in (thresholds if thresholds is not None else DEFAULT_PROB_SWEEP)}
     )
-    t0 = getattr(det, "threshold", None)
-    if thresholds is None and t0 is not None:
-        vals = sorted(set(vals) | {round(float(t0), 4)})
-    mname = name or (Path(model_dir).name if model_dir else "atd-dl")
+    if thresholds is None:
+        vals = sorted(set(vals) | {round(t0, 4)})
+    bad = [v for v in vals if not 0.0 < v < 1.0]
+    if bad:
+        raise InputError(None, f"probability thresholds must lie in (0, 1), got {bad}")
+    mname = name or (Path(model_dir).name if model_dir else str(meta.get("name") or "atd-dl"))
+    if mname in ("model", ""):  # run folders end in .../model: use the parent's name
+        mname = Path(model_dir).resolve().parent.name if model_dir else "atd-dl"
+
+    def catalogs(frame: Any, values: Sequence[float]) -> list[Table]:
+        prepared = det.prepare(frame)
+        prob = det.infer(prepared)
+        out = []
+        try:
+            for v in values:
+                det.threshold = float(v)
+                out.append(det.extract(prepared, prob).catalog)
+        finally:
+            det.threshold = t0
+        return out
 
     def run(frame: Any) -> list[Table]:
-        return det.detect_sweep(frame, vals)
+        return catalogs(frame, vals)
+
+    def run_one(frame: Any, value: float) -> Table:
+        return catalogs(frame, [value])[0]
 
     return Method(
         name=mname,
         param="prob_threshold",
         values=vals,
         run=run,
+        run_one=run_one,
         kind="model",
         label=mname,
         higher_is_stricter=True,
-        info={"model_dir": str(model_dir) if model_dir else "default", "default_threshold": t0},
+        info={
+            "model_dir": str(model_dir) if model_dir else "default",
+            "network": meta.get("name"),
+            "default_threshold": t0,
+            "device": det.device,
+        },
     )
 
 

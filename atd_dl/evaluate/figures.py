@@ -164,7 +164,8 @@ def fig_snr_heatmap(summary: dict[str, Any], rule: str = "paper", *, top3: bool 
         fig.colorbar(im, ax=ax, label="recall")
     ax.set_xticks(range(len(labels)), labels)
     ax.set_yticks(range(len(names)), [_label(summary["methods"][n]) for n in names])
-    ax.set_xlabel("true SNR bin")
+    ref = summary.get("reference")
+    ax.set_xlabel("3×3-aperture SNR bin" if ref == "catalog" else "true SNR bin")
     ax.set_title(f"Recall vs SNR ({'top-3 mean' if top3 else 'best F1'}, {rule} rule)")
     fig.tight_layout()
     return fig
@@ -216,12 +217,12 @@ def fig_ablation(summary: dict[str, Any]) -> Figure:
         ax.text(
             i,
             max(r["base_faint_tp"], r["enhanced_faint_tp"]),
-            f"{r['lift_pct']:+.1f}%",
+            "n/a" if r.get("lift_pct") is None else f"{r['lift_pct']:+.1f}%",
             ha="center",
             va="bottom",
             fontsize=7,
         )
-    ax.set_xticks(x, [f"P≈{100 * r['enhanced_precision']:.2f}%" for r in rows], fontsize=7)
+    ax.set_xticks(x, [f"P≈{100 * (r['enhanced_precision'] or 0):.2f}%" for r in rows], fontsize=7)
     ax.set_ylabel("faint TP (2 < SNR < 5)")
     ax.set_title("Ablation at matched precision")
     ax.legend(fontsize=8)

@@ -111,7 +111,7 @@ def _mag_edges(mag: np.ndarray, step: float) -> np.ndarray:
 
 
 def completeness_table(
-    values: np.ndarray, found: np.ndarray, edges: Sequence[float]
+    values: np.ndarray, found: np.ndarray, edges: Sequence[float] | np.ndarray
 ) -> list[dict[str, Any]]:
     """Rows ``{lo, hi, n, found, completeness}`` for bins ``[edges[i], edges[i+1])``; empty bins skipped."""
     values = np.asarray(values, float)
@@ -333,11 +333,7 @@ def injection_recovery(
         flux = flux_for_snr(target, sigma_e, box_fraction)
         injected, f3 = inject_stars(data, xy[:, 0], xy[:, 1], flux, gain=gain, fwhm=fwhm, rng=rng)
         snr = f3 / np.sqrt(f3 + 9.0 * sigma_e**2)
-        new_frame = (
-            dataclasses.replace(frame, data=injected)
-            if dataclasses.is_dataclass(frame)
-            else _with_data(frame, injected)
-        )
+        new_frame = _with_data(frame, injected)
         for k, v in (
             ("x", xy[:, 0]),
             ("y", xy[:, 1]),
@@ -386,6 +382,9 @@ def injection_recovery(
 
 
 def _with_data(frame: Any, data: np.ndarray) -> Any:
+    """Shallow copy of ``frame`` with ``data`` replaced (dataclass or plain object)."""
+    if dataclasses.is_dataclass(frame) and not isinstance(frame, type):
+        return dataclasses.replace(frame, data=data)
     import copy
 
     new = copy.copy(frame)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.table import Table
@@ -141,7 +142,7 @@ def references_from_truth(
 
 def references_from_catalog(
     catalog: Table,
-    frame: object,
+    frame: Any,
     *,
     path: Path | str | None = None,
     snr_box: int = 3,

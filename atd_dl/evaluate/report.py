@@ -433,13 +433,14 @@ def render_markdown(summary: dict[str, Any], figures: Mapping[str, str] | None =
             _sweep_table(summary["methods"][n]),
             "",
         ]
+    snr_kind = "3×3-SNR" if summary.get("reference") == "catalog" else "true-SNR"
     lines += [
-        "## Recall per true-SNR bin, mean of the top-3 F1 points (Fig. 13, paper rule)",
+        f"## Recall per {snr_kind} bin, mean of the top-3 F1 points (Fig. 13, paper rule)",
         "",
         _snr_table(summary, "paper"),
         "",
     ]
-    lines += ["## Recall per true-SNR bin (strict rule)", "", _snr_table(summary, "strict"), ""]
+    lines += [f"## Recall per {snr_kind} bin (strict rule)", "", _snr_table(summary, "strict"), ""]
     lines += [
         "## Growth rate and false-positive rate against the input catalog (best-F1 point)",
         "",

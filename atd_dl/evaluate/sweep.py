@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,9 +208,9 @@ def run_sweeps(
     failures: dict[str, list[str]] = {m.name: [] for m in methods}
     load_failures: list[str] = []
 
-    total = (
-        n_frames if n_frames is not None else (len(frames) if hasattr(frames, "__len__") else None)
-    )
+    total = n_frames
+    if total is None and isinstance(frames, Sized):
+        total = len(frames)
     bar = None
     if progress:
         from tqdm.auto import tqdm

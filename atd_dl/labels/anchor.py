@@ -4,7 +4,9 @@ Recipe, on the calibrated frame (ADU) with a background map ``B`` and rms map ``
 
 1. candidate pixels ``data > B + f·σ_B`` (Eq. 7, ``f`` = 0.5), 8-connected components,
    components under ``min_area`` = 2 px discarded (:func:`~atd_dl.labels.segment.segment_threshold`);
-2. blob SNR of every component in a circle of radius ``R = max|P_i − c| + 1`` (Eqs. 8–11);
+2. blob SNR in a circle of radius ``R = max|P_i − c| + 1`` (Eqs. 8–11) of the matched
+   components (``blob_snr="all"``: of every component; with ``f`` = 0.5 a 1600² frame has
+   ~60 000 noise components, whose SNR nothing uses, so this is not the default);
 3. each projected catalog source gets a fixed 3×3 aperture SNR (box on the nearest pixel,
    sky annulus 5–9 px); a source is *kept* when it is on the frame, at least ``edge`` px
    from the border, has no unusable pixel in its box and ``SNR >= 2``;
@@ -24,7 +26,9 @@ centroids. With trimming, each matched component keeps only its pixels within th
 expected footprint: the radius where a Gaussian PSF (FWHM fitted on bright isolated kept
 stars, or ``psf_fwhm``) carrying the measured 3×3 flux drops to the same Eq. 7 level
 ``f·σ_B`` above the sky, ``r = σ_psf·√(2 ln(peak / (f·σ_B)))``, clipped to
-``[trim_min_radius, trim_max_radius]`` = [1.5, 6] px (1.5 px = the 3×3 square).
+``[trim_min_radius, trim_max_radius]`` = [1.5, 6] px (1.5 px = the 3×3 square). The pixel
+nearest to each kept source is always labelled, so every kept source lies on its label
+(a source matched to a component up to 1.5 px away would otherwise miss it).
 
 Saturated stars are real sources the detector must find, so by default a source whose box
 touches saturated pixels is kept (flag ``saturated``), and only non-saturated unusable
@@ -298,6 +302,10 @@ def make_labels(
         )
         has = comp_of > 0
         _paint_footprints(kind, seg.labels, x[kidx][has], y[kidx][has], comp_of[has], radius[has])
+        # a source matched within match_radius (not inside its component) keeps its own pixel
+        iy = np.clip(np.rint(y[kidx][has]).astype(np.int64), 0, ny - 1)
+        ix = np.clip(np.rint(x[kidx][has]).astype(np.int64), 0, nx - 1)
+        kind[iy, ix] = 1
     lone = kidx[comp_of == 0]
     if len(lone):
         hb = cfg.blob_size // 2
@@ -393,8 +401,15 @@ def _psf_fwhm(
 
     ok = kidx[n_sat[kidx] == 0]
     pick = select_psf_stars(
-        x[ok], y[ok], snr[ok], data.shape, all_x=x, all_y=y, bad=unusable, max_stars=12
-    )
+        x[ok],
+        y[ok],
+        snr[ok],
+        data.shape,
+        all_x=x[kidx],
+        all_y=y[kidx],
+        bad=unusable,
+        max_stars=12,
+    )  # isolated from every detectable (kept) source; undetectable neighbours do not matter
     fwhm = float("nan")
     if len(pick) >= 3:
         fwhm = estimate_fwhm(data - background, x[ok][pick], y[ok][pick])

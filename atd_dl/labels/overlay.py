@@ -37,12 +37,12 @@ def render_overlay(
         raise ValueError(f"image8 must be a 2-D uint8 image, got {image8.dtype} {image8.shape}")
     if image8.shape != result.mask.shape:
         raise ValueError(f"image shape {image8.shape} != label shape {result.mask.shape}")
-    out = np.repeat(image8[:, :, None], 3, axis=2).astype(np.float32)
+    bgr = cv2.cvtColor(image8, cv2.COLOR_GRAY2BGR)
     kind = result.kind if result.kind is not None else result.mask
     for code, colour in ((1, _GREEN), (2, _BLUE)):
         sel = kind == code
-        out[sel] = (1.0 - alpha) * out[sel] + alpha * colour
-    bgr = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        grey = image8[sel].astype(np.float32)[:, None]
+        bgr[sel] = np.clip(np.rint((1.0 - alpha) * grey + alpha * colour), 0, 255).astype(np.uint8)
     src = result.sources
     on = np.asarray(src["status"]) != "off_frame"
     ny, nx = image8.shape
@@ -67,8 +67,8 @@ def render_overlay(
         step = max(h + base for (_, h), base in sizes) + 4
         width = max(w for (w, _), _ in sizes) + 10
         cv2.rectangle(bgr, (0, 0), (min(width, nx - 1), min(step * len(lines) + 6, ny - 1)), 0, -1)
-        for i, (text, colour) in enumerate(lines):
-            cv2.putText(bgr, text, (5, step * (i + 1)), font, scale, colour, 1, cv2.LINE_AA)
+        for i, (text, bgr_colour) in enumerate(lines):
+            cv2.putText(bgr, text, (5, step * (i + 1)), font, scale, bgr_colour, 1, cv2.LINE_AA)
     return bgr
 
 

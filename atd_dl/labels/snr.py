@@ -200,6 +200,43 @@ def aperture_snr(
     if n == 0:
         fe, sb, snr = snr_from_counts(out["flux_adu"], out["area"], 0.0, 0.0, gain)
         return ApertureSNR(**out, flux_e=fe, sigma_bg_e=sb, snr=snr, **counts)  # type: ignore[arg-type]
+    # positions that are non-finite or so far off the frame that nothing can overlap it get
+    # empty apertures (area 0, SNR NaN); the rest are measured
+    reach_all = np.maximum(r_out_a, rad_a * np.sqrt(2.0)) + 2
+    with np.errstate(invalid="ignore"):
+        near = (
+            np.isfinite(x)
+            & np.isfinite(y)
+            & (x > -reach_all)
+            & (x < nx - 1 + reach_all)
+            & (y > -reach_all)
+            & (y < ny - 1 + reach_all)
+        )
+    if not near.all():
+        sub = aperture_snr(
+            data,
+            x[near],
+            y[near],
+            gain=gain,
+            radius=None if radius is None else rad_a[near],
+            box=box,
+            r_in=r_in_a[near],
+            r_out=r_out_a[near],
+            bad=bad,
+            saturated=saturated,
+            sky_center=None if sky_center is None else np.asarray(sky_center)[near],
+            sky_scale=None if sky_scale is None else np.asarray(sky_scale)[near],
+            sigma=sigma,
+            iters=iters,
+        )
+        full = {}
+        for name, arr in sub.as_dict().items():
+            fill = (
+                0 if name in ("flux_adu", "area", "sky_npix") or arr.dtype.kind == "i" else np.nan
+            )
+            full[name] = np.full(n, fill, dtype=arr.dtype)
+            full[name][near] = arr
+        return ApertureSNR(**full)
 
     bx = np.rint(x).astype(np.int64)
     by = np.rint(y).astype(np.int64)

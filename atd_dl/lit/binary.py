@@ -162,17 +162,50 @@ class BinaryClassifierModule(L.LightningModule):
         }
 
 
+def build_binary_training(cfg: Any) -> tuple[Any, BinaryClassifierModule]:
+    """Instantiate ``(datamodule, module)`` from a config tree with ``data`` (a
+    :class:`~atd_dl.lit.binary_data.BinaryStampDataModule`), ``model`` (the network,
+    e.g. :class:`~atd_dl.binaries.model.BinaryResNet`) and ``module`` (optimizer,
+    scheduler, class_weights, label_smoothing; other keys are ignored, so the tree may
+    also come from ``configs/train.yaml``). ``model.in_channels`` and
+    ``model.stamp_size`` are taken from the data geometry."""
+    import hydra
+    from omegaconf import open_dict
+
+    dm = hydra.utils.instantiate(cfg.data)
+    geo = dm.geometry
+    with open_dict(cfg):
+        cfg.model.in_channels = geo.channels
+        cfg.model.stamp_size = geo.size
+    net = hydra.utils.instantiate(cfg.model)
+    mcfg = cfg.get("module") or {}
+    sched = mcfg.get("scheduler")
+    opt = mcfg.get("optimizer")
+    module = BinaryClassifierModule(
+        net,
+        optimizer=hydra.utils.instantiate(opt) if opt else _default_optimizer,
+        scheduler=hydra.utils.instantiate(sched) if sched else None,
+        class_weights=mcfg.get("class_weights"),
+        label_smoothing=float(mcfg.get("label_smoothing") or 0.0),
+    )
+    return dm, module
+
+
+def _default_optimizer(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
+
+
 def train_binary(cfg: Any) -> dict[str, Any]:
     """Train, test and export a binary classifier from a Hydra config → metrics dict.
 
-    Steps: seed; instantiate ``cfg.data`` (a :class:`BinaryStampDataModule`) and
-    ``cfg.model`` (a :class:`BinaryClassifierModule`, its ``net.in_channels`` and
-    ``net.stamp_size`` taken from the data geometry); fit with the best-``val/f1``
-    checkpoint; test it (report in ``<output_dir>/report``); export a model folder to
-    ``<output_dir>/model`` (safetensors, config.json, metrics.json, MODEL_CARD.md).
+    Steps: seed; build data and module (:func:`build_binary_training`); fit keeping the
+    best-``val/f1`` checkpoint; test it (report in ``<paths.output_dir>/report``);
+    export a model folder to ``<paths.output_dir>/model`` (safetensors, config.json,
+    thresholds.json, metrics.json, MODEL_CARD.md). Works with ``configs/binary_train.yaml``
+    and with ``configs/train.yaml`` + ``experiment=binary_classifier``.
     """
     import hydra
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import OmegaConf
 
     from atd_dl.binaries.model import save_binary_model
 
@@ -181,13 +214,9 @@ def train_binary(cfg: Any) -> dict[str, Any]:
     L.seed_everything(int(cfg.seed), workers=True)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dm = hydra.utils.instantiate(cfg.data)
+    dm, module = build_binary_training(cfg)
+    module.report_dir = str(out_dir / "report")
     geo = dm.geometry
-    with open_dict(cfg):
-        cfg.model.net.in_channels = geo.channels
-        cfg.model.net.stamp_size = geo.size
-        cfg.model.report_dir = str(out_dir / "report")
-    module = hydra.utils.instantiate(cfg.model)
     ckpt = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=str(out_dir / "checkpoints"),
         filename="epoch_{epoch:03d}",
@@ -204,12 +233,15 @@ def train_binary(cfg: Any) -> dict[str, Any]:
             )
         )
     logger = L.pytorch.loggers.CSVLogger(str(out_dir), name="csv")
+    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if tcfg.get("precision") is None:  # train.yaml's "auto" precision: keep fp32 here
+        tcfg["precision"] = "32-true"
     trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(out_dir)
+        tcfg, callbacks=callbacks, logger=logger, default_root_dir=str(out_dir)
     )
     trainer.fit(module, datamodule=dm)
     best = ckpt.best_model_path or None
-    trainer.test(module, datamodule=dm, ckpt_path=best if best else None, weights_only=False)
+    trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=False)
     rep = dict(module.test_report or {})
     rep.pop("p_binary", None)
     metrics = {
@@ -217,14 +249,15 @@ def train_binary(cfg: Any) -> dict[str, Any]:
         "best_val_f1": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
         "epochs_run": int(trainer.current_epoch),
         "split_counts": {k: len(v) for k, v in dm.subsets.items()},
-        "threshold": float(module.threshold),
+        "threshold": round(float(module.threshold), 4),
         "paper_table2": {"precision": 0.97, "recall": 0.97, "f1": 0.97, "accuracy": 0.97},
     }
-    net_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model.net).items() if k != "_target_"}
+    net_kwargs = OmegaConf.to_container(cfg.model, resolve=True)
+    net_kwargs.pop("_target_", None)
     config = {
         "kwargs": net_kwargs,
         "input": geo.to_dict(),
-        "threshold": float(module.threshold),
+        "threshold": round(float(module.threshold), 4),
         "training": {
             "data": OmegaConf.to_container(cfg.data, resolve=True),
             "epochs": int(cfg.trainer.max_epochs),

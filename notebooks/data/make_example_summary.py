@@ -24,7 +24,20 @@ HERE = Path(__file__).resolve().parent
 def build(models: list[str], out: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         sim = Path(tmp) / "sim"
-        cli(["simulate", "--out", str(sim), "--n-frames", "2", "--size", "512", "--seed", "7", "--no-progress"])
+        cli(
+            [
+                "simulate",
+                "--out",
+                str(sim),
+                "--n-frames",
+                "2",
+                "--size",
+                "512",
+                "--seed",
+                "7",
+                "--no-progress",
+            ]
+        )
         result = run_benchmark(
             sim,
             models=models,
