@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
 
 
-def _star_image(rng: np.random.Generator, size: int, n_stars: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _star_image(
+    rng: np.random.Generator, size: int, n_stars: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Noisy Gaussian stars on a flat sky: (uint8 image, uint8 0/255 mask, (x, y) points)."""
     yy, xx = np.mgrid[:size, :size]
     xy = rng.uniform(6, size - 7, size=(n_stars, 2))
@@ -80,16 +82,24 @@ def make_tiny_dataset(
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    (root / "fingerprint.json").write_text(json.dumps({"psf_fwhm_px": 2.8, "n_labels": len(rows) * n_stars}))
+    (root / "fingerprint.json").write_text(
+        json.dumps({"psf_fwhm_px": 2.8, "n_labels": len(rows) * n_stars})
+    )
     return root
 
 
-def compose_train(overrides: list[str], out_dir: Path | None = None, *, hydra_cfg: bool = False) -> DictConfig:
+def compose_train(
+    overrides: list[str], out_dir: Path | None = None, *, hydra_cfg: bool = False
+) -> DictConfig:
     """Compose configs/train.yaml with ``overrides``; output (and log) folder under ``out_dir``."""
     GlobalHydra.instance().clear()
     extra = []
     if out_dir is not None:
-        extra = [f"paths.output_dir={out_dir}", f"paths.log_dir={out_dir}/logs", f"paths.work_dir={out_dir}"]
+        extra = [
+            f"paths.output_dir={out_dir}",
+            f"paths.log_dir={out_dir}/logs",
+            f"paths.work_dir={out_dir}",
+        ]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR), job_name="test"):
         cfg = compose(config_name="train", overrides=[*overrides, *extra], return_hydra_config=True)
     HydraConfig().set_config(cfg)

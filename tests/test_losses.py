@@ -63,14 +63,20 @@ def test_two_class_ce_equals_binary_ce_of_logit_difference(target):
         float(F.binary_cross_entropy_with_logits(diff, target)), rel=1e-5
     )
     # class-1 probability and Dice agree between the two parameterisations
-    assert float(dice_loss(logits2, target)) == pytest.approx(float(dice_loss(diff, target)), rel=1e-5)
+    assert float(dice_loss(logits2, target)) == pytest.approx(
+        float(dice_loss(diff, target)), rel=1e-5
+    )
 
 
 def test_pos_weight_raises_the_source_pixel_term(target):
     logits = torch.zeros(2, 1, 16, 16)
-    assert float(cross_entropy(logits, target, pos_weight=5.0)) > float(cross_entropy(logits, target))
+    assert float(cross_entropy(logits, target, pos_weight=5.0)) > float(
+        cross_entropy(logits, target)
+    )
     logits2 = torch.zeros(2, 2, 16, 16)
-    assert float(cross_entropy(logits2, target, pos_weight=5.0)) > float(cross_entropy(logits2, target))
+    assert float(cross_entropy(logits2, target, pos_weight=5.0)) > float(
+        cross_entropy(logits2, target)
+    )
 
 
 def test_weights_combine_linearly(target):
@@ -93,7 +99,9 @@ def test_focal_reduces_to_bce_with_gamma0_no_alpha(target):
     )
     assert float(FocalLoss()(logits, target)) > 0
     combo = FocalDiceLoss(focal_weight=1.0, dice_weight=1.0)(logits, target)
-    assert float(combo) == pytest.approx(float(focal_loss(logits, target) + dice_loss(logits, target)), rel=1e-5)
+    assert float(combo) == pytest.approx(
+        float(focal_loss(logits, target) + dice_loss(logits, target)), rel=1e-5
+    )
 
 
 def test_deep_supervision_list_is_averaged(target):
@@ -107,7 +115,9 @@ def test_deep_supervision_list_is_averaged(target):
 
 def test_target_without_channel_axis_and_bad_shapes(target):
     logits = torch.randn(2, 2, 16, 16)
-    assert float(CEDiceLoss()(logits, target[:, 0])) == pytest.approx(float(CEDiceLoss()(logits, target)))
+    assert float(CEDiceLoss()(logits, target[:, 0])) == pytest.approx(
+        float(CEDiceLoss()(logits, target))
+    )
     with pytest.raises(ValueError, match="does not fit logits"):
         CEDiceLoss()(logits, target[:, :, :8])
     with pytest.raises(ValueError, match="at least one loss weight"):

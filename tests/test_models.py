@@ -32,7 +32,9 @@ def test_registry_lists_the_four_networks():
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(KeyError, match="unknown model 'vgg'; valid names: atd_unet, dnanet, starnet, unet"):
+    with pytest.raises(
+        KeyError, match="unknown model 'vgg'; valid names: atd_unet, dnanet, starnet, unet"
+    ):
         build_model("vgg")
 
 
@@ -45,7 +47,13 @@ def test_build_model_records_full_spec():
     net = build_model("atd_unet", base_width=8)
     assert net.model_spec == {
         "name": "atd_unet",
-        "kwargs": {"in_channels": 1, "num_classes": 2, "base_width": 8, "depth": 3, "fem_dw_multiplier": 1},
+        "kwargs": {
+            "in_channels": 1,
+            "num_classes": 2,
+            "base_width": 8,
+            "depth": 3,
+            "fem_dw_multiplier": 1,
+        },
     }
 
 
@@ -236,7 +244,9 @@ def test_checkpoint_with_pickled_payload_is_refused(tmp_path):
     net = build_model("starnet", base_width=4)
     ckpt = tmp_path / "evil.ckpt"
     torch.save({"state_dict": net.state_dict(), "extra": _Payload(marker)}, ckpt)
-    with pytest.raises(InputError, match="evil.ckpt: refusing to load: checkpoint contains pickled objects"):
+    with pytest.raises(
+        InputError, match="evil.ckpt: refusing to load: checkpoint contains pickled objects"
+    ):
         load_checkpoint_weights(ckpt)
     assert not marker.exists()
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 import lightning as L
 import pytest
 import torch
-from omegaconf import OmegaConf
-
 from _train_helpers import CONFIG_DIR, compose_train
+
 from atd_dl.lit.datamodule import StarFieldDataModule
 from atd_dl.lit.module import SegmentationModule
 from atd_dl.lit.train_task import instantiate_callbacks, instantiate_loggers, resolve_precision
@@ -30,10 +27,20 @@ def _instantiate_parts(cfg, *, trainer: bool = True):
     dm = hydra.utils.instantiate(cfg.data)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
-    out = {"net": net, "loss": loss, "module": module, "dm": dm, "callbacks": callbacks, "loggers": loggers}
+    out = {
+        "net": net,
+        "loss": loss,
+        "module": module,
+        "dm": dm,
+        "callbacks": callbacks,
+        "loggers": loggers,
+    }
     if trainer:
         out["trainer"] = hydra.utils.instantiate(
-            cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=resolve_precision(cfg.trainer)
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=loggers or False,
+            precision=resolve_precision(cfg.trainer),
         )
     return out
 
@@ -55,7 +62,10 @@ def test_default_config_instantiates(tmp_path):
     assert cfg.module.optimizer.lr == 1e-4 and cfg.module.scheduler.eta_min == 1e-6
     assert cfg.module.scheduler.T_max == cfg.trainer.max_epochs == 100
     assert cfg.data.data_dir.endswith("data/dataset")
-    assert cfg.callbacks.model_checkpoint.monitor == "val/f1" and cfg.callbacks.model_checkpoint.save_last
+    assert (
+        cfg.callbacks.model_checkpoint.monitor == "val/f1"
+        and cfg.callbacks.model_checkpoint.save_last
+    )
 
 
 @pytest.mark.parametrize("model", _options("model"))
@@ -114,7 +124,10 @@ def test_experiment_composes_and_instantiates(experiment, tmp_path):
 def test_paper_experiment_settings(tmp_path):
     cfg = compose_train(["experiment=paper"], tmp_path)
     assert cfg.model.name == "atd_unet" and cfg.model.base_width == 64 and cfg.model.depth == 3
-    assert cfg.loss._target_.endswith("CEDiceLoss") and cfg.loss.ce_weight == cfg.loss.dice_weight == 1.0
+    assert (
+        cfg.loss._target_.endswith("CEDiceLoss")
+        and cfg.loss.ce_weight == cfg.loss.dice_weight == 1.0
+    )
     assert cfg.module.optimizer._target_ == "torch.optim.Adam" and cfg.module.optimizer.lr == 1e-4
     assert cfg.module.scheduler._target_.endswith("CosineAnnealingLR")
     assert cfg.module.scheduler.eta_min == 1e-6 and cfg.module.scheduler.T_max == 100
@@ -146,11 +159,18 @@ def test_optuna_search(tmp_path):
     assert cfg.optimized_metric == "val/f1_best"
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
-    assert set(sweeper.params) == {"module.optimizer.lr", "loss.ce_weight", "loss.dice_weight", "model.base_width"}
+    assert set(sweeper.params) == {
+        "module.optimizer.lr",
+        "loss.ce_weight",
+        "loss.dice_weight",
+        "model.base_width",
+    }
     hydra.utils.instantiate(sweeper.sampler)
 
 
-@pytest.mark.parametrize(("launcher", "target"), [("slurm", "SlurmLauncher"), ("joblib_local", "JoblibLauncher")])
+@pytest.mark.parametrize(
+    ("launcher", "target"), [("slurm", "SlurmLauncher"), ("joblib_local", "JoblibLauncher")]
+)
 def test_launchers(launcher, target, tmp_path):
     cfg = compose_train([f"hydra/launcher={launcher}"], tmp_path, hydra_cfg=True)
     assert cfg.hydra.launcher._target_.endswith(target)
@@ -160,6 +180,6 @@ def test_launchers(launcher, target, tmp_path):
 
 def test_run_folder_layout(tmp_path):
     cfg = compose_train([], None, hydra_cfg=True)
-    assert OmegaConf.select(cfg, "hydra.run.dir", throw_on_resolution_failure=False) is not None
-    assert cfg.hydra.run.dir.startswith(str(Path(cfg.paths.log_dir)))
+    run_dir = cfg.hydra.run.dir
+    assert run_dir.startswith(cfg.paths.log_dir) and "/train/runs/" in run_dir
     assert cfg.export.out_dir == f"{cfg.paths.output_dir}/model"

@@ -185,13 +185,23 @@ def write_report(
     md = f"# {title or 'Visual-binary classification report'}\n\n"
     md += f"{rep['n']} stamps, threshold p_binary >= {threshold:.3f}\n\n" + format_report(rep)
     md += "\nPaper (Gezer et al., Table 2): precision / recall / F1 = 0.97 (real stamps, third group).\n"
-    if "breakdown" in rep and "binary_recall_by_sep_fwhm" in rep["breakdown"]:
-        md += (
-            "\n## Binary recall by separation / FWHM\n\n| sep/FWHM | n | recall |\n|---|---|---|\n"
-        )
-        for r in rep["breakdown"]["binary_recall_by_sep_fwhm"]:
+    titles = {
+        "binary_recall_by_sep_fwhm": ("Binary recall by separation / FWHM", "sep/FWHM", "recall"),
+        "binary_recall_by_flux_ratio": ("Binary recall by flux ratio", "flux ratio", "recall"),
+        "accuracy_by_snr": ("Accuracy by primary SNR", "SNR", "accuracy"),
+    }
+    for key, (head, col, what) in titles.items():
+        rows = rep.get("breakdown", {}).get(key)
+        if not rows:
+            continue
+        md += f"\n## {head}\n\n| {col} | n | {what} |\n|---|---|---|\n"
+        for r in rows:
             acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
             md += f"| {r['lo']:g}–{r['hi']:g} | {r['n']} | {acc} |\n"
+    by_survey = rep.get("breakdown", {}).get("accuracy_by_survey")
+    if by_survey:
+        md += "\n## Accuracy by survey profile\n\n| survey | accuracy |\n|---|---|\n"
+        md += "".join(f"| {k} | {v:.3f} |\n" for k, v in by_survey.items())
     atomic_write_text(folder / "report.md", md)
     plot_confusion_matrix(
         np.asarray(rep["confusion_matrix"]), folder / "confusion.png", title=title

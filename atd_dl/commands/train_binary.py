@@ -37,14 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def config_dir(explicit: Path | None = None) -> Path:
-    """Folder with ``binary_train.yaml``: ``explicit``, ``$ATD_DL_CONFIG_DIR``, the packaged
-    ``atd_dl/conf`` or the repository's ``configs``."""
+    """Folder with ``binary_train.yaml``: ``explicit``, ``$ATD_DL_CONFIG_DIR``, the
+    checkout's ``configs/`` or the packaged ``atd_dl/conf`` (same order as ``atd-dl train``)."""
     import atd_dl
 
     pkg = Path(atd_dl.__file__).resolve().parent
     env = os.environ.get("ATD_DL_CONFIG_DIR")
     cands = [explicit] if explicit else [Path(env)] if env else []
-    cands += [pkg / "conf", pkg.parent / "configs"]
+    cands += [pkg.parent / "configs", pkg / "conf"]
     for c in cands:
         if c is not None and (c / f"{CONFIG_NAME}.yaml").is_file():
             return c.resolve()

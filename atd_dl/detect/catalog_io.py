@@ -88,7 +88,8 @@ def catalog_hdu(table: Table, meta: dict[str, Any] | None = None) -> fits.BinTab
                 continue
             if key in FITS_KEYS:
                 kw, comment = FITS_KEYS[key]
-                hdu.header[kw] = (value, comment)
+                short = not isinstance(value, str) or len(value) + len(comment) < 60
+                hdu.header[kw] = (value, comment) if short else value
             elif isinstance(value, (bool, int, float, str)):
                 kw = key.upper().replace("-", "_")
                 if len(kw) > 8:

@@ -332,6 +332,33 @@ def hill_climb(smooth: np.ndarray, labels: np.ndarray, fg: np.ndarray) -> np.nda
         ptr = nxt
 
 
+def _nearest_higher_large(
+    py: np.ndarray,
+    px: np.ndarray,
+    lab: np.ndarray,
+    rank: np.ndarray,
+    gstart: np.ndarray,
+    which: np.ndarray,
+    k: int = 16,
+) -> np.ndarray:
+    """Nearest higher-ranked maximum for maxima of components with many maxima.
+
+    A KD-tree over all maxima (components kept apart by a large offset) gives each
+    maximum its ``k`` nearest neighbours; the closest one of the same component with a
+    lower rank (brighter) is taken, else the component's brightest maximum.
+    """
+    from scipy.spatial import cKDTree
+
+    pts = np.column_stack([px, py, lab.astype(np.float64) * 1.0e7]).astype(np.float64)
+    kk = min(k + 1, len(pts))
+    _, nb = cKDTree(pts).query(pts[which], k=kk)
+    nb = np.atleast_2d(nb)
+    valid = (lab[nb] == lab[which][:, None]) & (rank[nb] < rank[which][:, None])
+    first = np.argmax(valid, axis=1)
+    found = valid[np.arange(len(which)), first]
+    return np.where(found, nb[np.arange(len(which)), first], gstart[which])
+
+
 def distinct_peaks(
     smooth: np.ndarray,
     labels: np.ndarray,
@@ -386,11 +413,9 @@ def distinct_peaks(
             d2 = (py[slots] - py[s][:, None]) ** 2 + (px[slots] - px[s][:, None]) ** 2
             d2 = np.where(valid, d2, np.iinfo(np.int64).max)
             nearest[small] = slots[np.arange(s.size), np.argmin(d2, axis=1)]
-        for j in np.flatnonzero(~small):
-            k = sec[j]
-            g0 = gstart[k]
-            d2 = (py[g0:k] - py[k]) ** 2 + (px[g0:k] - px[k]) ** 2
-            nearest[j] = g0 + int(np.argmin(d2))
+        big = np.flatnonzero(~small)
+        if big.size:
+            nearest[big] = _nearest_higher_large(py, px, lab, rank, gstart, sec[big])
         y0, x0 = py[sec].astype(np.float64), px[sec].astype(np.float64)
         y1, x1 = py[nearest].astype(np.float64), px[nearest].astype(np.float64)
         dist = np.hypot(y1 - y0, x1 - x0)
@@ -512,8 +537,8 @@ def split_by_growth(
 
     The first sub-target is grown from the distance-transform maximum while it stays
     round (:func:`_grow_round_region`); the largest 8-connected piece of the remaining
-    pixels is the next sub-target (smaller leftover pieces, slivers along the first
-    sub-target, join the first). The remainder is split again while it is itself
+    pixels that has a core (a pixel at least sqrt(2) px from the background) is the next
+    sub-target; the other leftover pieces (slivers, thin necks) join the first. The remainder is split again while it is itself
     non-round, up to ``max_children``. ``circularity`` may pass the component's known C.
     Returns an int32 child map (1..k, 0 outside); a single child (all ones) when no valid
     split exists.
@@ -532,9 +557,17 @@ def split_by_growth(
         nlab, lab, stats, _ = cv2.connectedComponentsWithStats(remainder, connectivity=8)
         if nlab <= 1:
             break
-        big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-        if stats[big, cv2.CC_STAT_AREA] < min_child_area or cv2.countNonZero(first) < min_child_area:
+        # a sub-target needs a core: a pixel >= sqrt(2) px from the background (slivers
+        # and 1-2 px wide necks left along the first sub-target join it instead)
+        dt = cv2.distanceTransform(remainder, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        core = np.zeros(nlab, dtype=np.float64)
+        np.maximum.at(core, lab.ravel(), dt.ravel())
+        area = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+        ok = (area >= min_child_area) & (core >= 1.4)
+        ok[0] = False
+        if not ok.any() or cv2.countNonZero(first) < min_child_area:
             break
+        big = int(np.argmax(np.where(ok, area, -1.0)))
         k += 1
         child[(first > 0) | ((lab > 0) & (lab != big))] = k
         rest = (lab == big).astype(np.uint8)

@@ -36,12 +36,12 @@ class SourceFlag(enum.IntFlag):
 
 
 FLAG_DESCRIPTIONS: dict[SourceFlag, str] = {
-    SourceFlag.BLENDED: "deblended child of a blended component",
-    SourceFlag.TRAIL: "trail: elongated, no distinct peak (moving object), not deblended",
-    SourceFlag.SATURATED: "saturated pixels in or next to the source",
-    SourceFlag.MASKED: "masked or NaN pixels in or next to the source",
+    SourceFlag.BLENDED: "deblended child of a blend",
+    SourceFlag.TRAIL: "trail (moving object), not deblended",
+    SourceFlag.SATURATED: "saturated pixels in/next to source",
+    SourceFlag.MASKED: "masked/NaN pixels in/next to source",
     SourceFlag.NEAR_EDGE: "centroid near the frame edge",
-    SourceFlag.LOW_SNR: "aperture SNR below the low-SNR limit",
+    SourceFlag.LOW_SNR: "aperture SNR below low_snr",
 }
 
 
@@ -49,7 +49,7 @@ def flag_header_cards() -> list[tuple[str, int, str]]:
     """FITS cards ``(FLAGBITn, value, description)`` documenting every flag bit."""
     cards = []
     for i, (flag, text) in enumerate(FLAG_DESCRIPTIONS.items(), start=1):
-        cards.append((f"FLAGBIT{i}", int(flag), f"{flag.name}: {text}"[:68]))
+        cards.append((f"FLAGBIT{i}", int(flag), f"{flag.name}: {text}"[:47]))
     return cards
 
 

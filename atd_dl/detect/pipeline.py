@@ -272,21 +272,16 @@ def add_sky_coordinates(table: Table, wcs: Any) -> Table:
 class Detector:
     """A loaded model plus processing options; call :meth:`run` on frames."""
 
-    def __init__(self, model: Any, meta: dict[str, Any], config: DetectConfig | None = None):
-        from atd_dl.detect.inference import TiledPredictor, input_channels
+    def __init__(
+        self, model: Any, meta: dict[str, Any], config: DetectConfig | None = None
+    ) -> None:
+        from atd_dl.detect.inference import input_channels
 
+        self.model = model
         self.meta = dict(meta)
         self.config = config or DetectConfig()
         self.channels = input_channels(self.meta)
-        self.predictor = TiledPredictor(
-            model,
-            tile=self.config.tile,
-            overlap=self.config.overlap,
-            batch_size=self.config.batch_size,
-            device=self.config.device,
-            compile=self.config.compile,
-            amp=self.config.amp,
-        )
+        self._predictor: Any = None
         if self.config.threshold is not None:
             self.threshold = float(self.config.threshold)
             self.threshold_source = "user"
@@ -297,7 +292,29 @@ class Detector:
             raise InputError(None, f"threshold must be in (0, 1), got {self.threshold}")
 
     @property
+    def predictor(self) -> Any:
+        """The :class:`~atd_dl.detect.inference.TiledPredictor` (built on first use)."""
+        if self._predictor is None:
+            from atd_dl.detect.inference import TiledPredictor
+
+            if self.model is None:
+                raise ValueError("this Detector has no model (post-processing only)")
+            c = self.config
+            self._predictor = TiledPredictor(
+                self.model,
+                tile=c.tile,
+                overlap=c.overlap,
+                batch_size=c.batch_size,
+                device=c.device,
+                compile=c.compile,
+                amp=c.amp,
+            )
+        return self._predictor
+
+    @property
     def device(self) -> str:
+        if self._predictor is None and self.model is None:
+            return str(self.config.device or "n/a")
         return str(self.predictor.device)
 
     def prepare(self, source: str | Path | Frame, *, masters: Any = None) -> PreparedFrame:
@@ -453,10 +470,24 @@ class Detector:
             prepared = source
         else:
             prepared = self.prepare(source, masters=masters)
-        timings = dict(prepared.timings)
         t0 = time.perf_counter()
         prob = self.infer(prepared)
-        timings["inference"] = time.perf_counter() - t0
+        t_inf = time.perf_counter() - t0
+        return self.run_on_prob(prepared, prob, write=write, stem=stem, inference_s=t_inf)
+
+    def run_on_prob(
+        self,
+        prepared: PreparedFrame,
+        prob: np.ndarray,
+        *,
+        write: OutputConfig | None = None,
+        stem: str | None = None,
+        inference_s: float | None = None,
+    ) -> FrameResult:
+        """Post-process a probability map of a prepared frame and optionally write outputs."""
+        timings = dict(prepared.timings)
+        if inference_s is not None:
+            timings["inference"] = inference_s
         t0 = time.perf_counter()
         ex = self.extract(prepared, prob)
         timings["postprocess"] = time.perf_counter() - t0

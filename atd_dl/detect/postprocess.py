@@ -41,6 +41,7 @@ import numpy as np
 from astropy import units as u
 from astropy.stats import mad_std
 from astropy.table import Table
+from scipy import ndimage
 
 from atd_dl.detect import deblend
 from atd_dl.detect.centroid import aperture_fluxes, estimate_fwhm, weighted_centroids
@@ -82,6 +83,8 @@ class PostprocessConfig:
     pair_min_separation: float = 0.5  # px; closer mixture pairs are not split
     pair_min_fraction: float = 0.05  # fainter child must hold this fraction of the light
     mixture_iterations: int = 25  # EM iterations of the flux-sharing fit
+    max_mixture_peaks: int = 16  # more distinct peaks: steepest-ascent basins, no EM
+    max_deblend_area: int = 2500  # px; larger components are never deblended
     trail_min_elongation: float = 4.0  # sqrt(l1/l2) of the pixel second moments
     trail_min_length: float = 12.0  # px, sqrt(12 l1)
     trail_plateau_nsigma: float = 3.0  # median track profile must exceed this many sigma
@@ -348,7 +351,7 @@ def segment_sources(
     delta_psf = float(np.median(imom["delta"][good])) if good.size >= 5 else 0.0
 
     # 5. deblending
-    eligible = ~trail & ~sat_comp
+    eligible = ~trail & ~sat_comp & (mom["area"] <= cfg.max_deblend_area)
     eligible[0] = False
     counts = np.ones(n + 1, dtype=np.int64)
     counts[0] = 0
@@ -356,7 +359,14 @@ def segment_sources(
     grown: dict[int, np.ndarray] = {}
     mix_pos: dict[str, np.ndarray] = {}
     if cfg.deblend:
-        multi = np.flatnonzero(eligible & (npk >= 2))
+        many = np.flatnonzero(eligible & (npk > cfg.max_mixture_peaks))
+        if many.size:  # crowded components: steepest-ascent basins of the distinct peaks
+            in_many = np.zeros(n + 1, dtype=bool)
+            in_many[many] = True
+            sel_many = in_many[lab_fg]
+            rank_fg[sel_many] = owner[sel_many] - first_peak[lab_fg[sel_many]]
+            counts[many] = npk[many]
+        multi = np.flatnonzero(eligible & (npk >= 2) & (npk <= cfg.max_mixture_peaks))
         excess = imom["delta"] - delta_psf
         pair = np.flatnonzero(
             eligible
@@ -461,11 +471,12 @@ def segment_sources(
     blended = split[comp_of]
     parent = np.where(blended, comp_of, 0)
     circ = circ_comp[comp_of].copy()
-    for lab in np.flatnonzero(split):
-        sl = _bbox_cut(stats, lab)
-        sub = seg[sl]
-        for i in range(first_id[lab], first_id[lab] + counts[lab]):
-            circ[i] = deblend.mask_circularity(sub == i)
+    if split.any():
+        child_ids = np.flatnonzero(blended)
+        boxes = ndimage.find_objects(seg)
+        for i in child_ids:
+            box = boxes[i - 1]
+            circ[i] = deblend.mask_circularity(seg[box] == i) if box is not None else 1.0
 
     # 7. measurements on the final segments
     cen = weighted_centroids(seg_fg, fg, nx, n_src, img_fg, var_fg)

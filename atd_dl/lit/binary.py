@@ -252,6 +252,10 @@ def train_binary(cfg: Any) -> dict[str, Any]:
         "threshold": round(float(module.threshold), 4),
         "paper_table2": {"precision": 0.97, "recall": 0.97, "f1": 0.97, "accuracy": 0.97},
     }
+    # flat names for Hydra sweepers (optimized_metric)
+    metrics["val/f1"] = metrics["best_val_f1"]
+    metrics["test/f1"] = rep.get("macro avg", {}).get("f1")
+    metrics["test/acc"] = rep.get("accuracy")
     net_kwargs = OmegaConf.to_container(cfg.model, resolve=True)
     net_kwargs.pop("_target_", None)
     config = {

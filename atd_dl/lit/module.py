@@ -72,17 +72,19 @@ class SegmentationModule(L.LightningModule):
     # ---------------------------------------------------------------- plumbing
     def _reset_counts(self) -> None:
         hp = self.hparams
-        self._det = DetectionCounter(self.det_threshold, hp.match_radius, hp.edge, hp.one_to_one)
+        self._det = DetectionCounter(
+            self.det_threshold, hp["match_radius"], hp["edge"], hp["one_to_one"]
+        )
         self._pix = torch.zeros(3, dtype=torch.float64)  # intersection, predicted, true
 
     def setup(self, stage: str) -> None:
-        if self.hparams.compile and stage == "fit" and self._compiled is None:
+        if self.hparams["compile"] and stage == "fit" and self._compiled is None:
             # kept outside the module tree so state-dict keys stay "net.*"
             object.__setattr__(self, "_compiled", torch.compile(self.net))
 
     def _maybe_channels_last(self) -> None:
         if (
-            self.hparams.channels_last
+            self.hparams["channels_last"]
             and self.device.type == "cuda"
             and not self._use_channels_last
         ):

@@ -18,7 +18,7 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import atd_dl
 from atd_dl.errors import InputError
@@ -29,7 +29,7 @@ from atd_dl.lit.module import SegmentationModule
 from atd_dl.models.flops import count_parameters
 from atd_dl.models.inference import logits_to_prob
 from atd_dl.models.model_folder import load_checkpoint_weights, save_model_folder
-from atd_dl.models.registry import build_model
+from atd_dl.models.registry import build_model, get_model_spec
 
 __all__ = [
     "train",
@@ -116,11 +116,11 @@ def tune_threshold(
 def _log_hyperparameters(cfg: DictConfig, net: torch.nn.Module, loggers: list[Logger]) -> None:
     if not loggers:
         return
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    hp = {
-        k: resolved.get(k)
-        for k in ("model", "loss", "module", "data", "trainer", "seed", "task_name", "tags")
-    }
+    hp: dict[str, Any] = {}
+    for key in ("model", "loss", "module", "data", "trainer", "seed", "task_name", "tags"):
+        node = cfg.get(key)
+        is_container = isinstance(node, DictConfig | ListConfig)
+        hp[key] = OmegaConf.to_container(node, resolve=True) if is_container else node
     hp["model/params"] = count_parameters(net)
     for lg in loggers:
         lg.log_hyperparams(hp)
@@ -179,7 +179,7 @@ def _export(
 ) -> dict[str, Any]:
     """Best weights → threshold scan on validation → model folder; returns the metrics written."""
     ecfg = cfg.export
-    spec = module.net.model_spec
+    spec = get_model_spec(module.net)
     net = build_model(spec["name"], **spec["kwargs"])
     ckpt = _best_checkpoint(trainer)
     if ckpt is not None:
@@ -187,7 +187,7 @@ def _export(
     else:  # fast_dev_run / no checkpointing: the weights in memory
         net.load_state_dict(module.net.state_dict())
     grid = (
-        threshold_grid(**ecfg.thresholds)
+        threshold_grid(**{str(k): float(v) for k, v in ecfg.thresholds.items()})
         if isinstance(ecfg.thresholds, DictConfig)
         else list(ecfg.thresholds)
     )
@@ -195,9 +195,9 @@ def _export(
         net,
         datamodule.val_dataloader(),
         grid,
-        radius=module.hparams.match_radius,
-        edge=module.hparams.edge,
-        one_to_one=module.hparams.one_to_one,
+        radius=module.hparams["match_radius"],
+        edge=module.hparams["edge"],
+        one_to_one=module.hparams["one_to_one"],
         device=module.device,
     )
     threshold = float(best["threshold"])
@@ -236,7 +236,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     log.info("data: %s", cfg.data.get("data_dir"))
     datamodule: StarFieldDataModule = hydra.utils.instantiate(cfg.data)
     net = hydra.utils.instantiate(cfg.model)
-    in_ch = net.model_spec["kwargs"].get("in_channels", 1)
+    in_ch = get_model_spec(net)["kwargs"].get("in_channels", 1)
     if in_ch != datamodule.num_channels:
         raise InputError(
             None,

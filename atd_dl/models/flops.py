@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from atd_dl.models.registry import build_model, list_models, model_summary_line
+from atd_dl.models.registry import build_model, get_model_spec, list_models, model_summary_line
 
 __all__ = ["count_parameters", "count_flops", "model_table", "format_table"]
 
@@ -57,7 +57,7 @@ def model_table(
                 "name": name,
                 "params": count_parameters(model),
                 "gflops": flops / 1e9,
-                "kwargs": model.model_spec["kwargs"],
+                "kwargs": get_model_spec(model)["kwargs"],
                 "description": model_summary_line(name),
             }
         )

@@ -18,7 +18,14 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["register_model", "build_model", "list_models", "model_factory", "model_summary_line"]
+__all__ = [
+    "register_model",
+    "build_model",
+    "list_models",
+    "model_factory",
+    "model_summary_line",
+    "get_model_spec",
+]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -81,8 +88,16 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         raise TypeError(f"model {name!r}: {err}") from None
     bound.apply_defaults()
     model = factory(**kwargs)
-    model.model_spec = {"name": name, "kwargs": dict(bound.arguments)}
+    object.__setattr__(model, "model_spec", {"name": name, "kwargs": dict(bound.arguments)})
     return model
+
+
+def get_model_spec(model: nn.Module) -> dict[str, Any]:
+    """``{"name", "kwargs"}`` recorded by :func:`build_model`; ``KeyError`` if absent."""
+    spec = getattr(model, "model_spec", None)
+    if not isinstance(spec, dict):
+        raise KeyError(f"{type(model).__name__} was not built with build_model (no model_spec)")
+    return spec
 
 
 def model_summary_line(name: str) -> str:

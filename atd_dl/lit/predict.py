@@ -1,0 +1,229 @@
+"""Multi-GPU / multi-node batch detection: a thin Lightning predict loop over frames.
+
+Each rank gets a share of the frames (Lightning's distributed sampler), prepares them in
+DataLoader workers (read, calibrate, enhance: :meth:`Detector.prepare`), predicts the
+stitched probability map of each frame on its GPU (tiles batched inside
+:meth:`FramePredictor.predict_step`) and writes the frame's outputs itself
+(:class:`DetectionWriter`, post-processing on the rank's CPU). Ranks write
+``summary.rank<r>.json``; rank 0 merges them into ``summary.json``.
+
+SLURM (2 nodes x 4 GPUs, see ``docs/detect.md``)::
+
+    srun python infer.py inputs=[/data/night1] out=/data/det distributed.enabled=true \\
+        distributed.trainer.devices=4 distributed.trainer.num_nodes=2
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader, Dataset
+
+from atd_dl.detect.inference import model_input
+from atd_dl.detect.pipeline import (
+    Detector,
+    OutputConfig,
+    RunSummary,
+    _now,
+    _problem,
+    expand_inputs,
+    unique_stems,
+)
+from atd_dl.errors import InputError
+from atd_dl.models.inference import logits_to_prob
+from atd_dl.prep.partition import Tiler
+
+__all__ = ["FrameDataset", "FramePredictor", "DetectionWriter", "predict_distributed"]
+
+
+class FrameDataset(Dataset):
+    """One item per frame: the prepared frame and its network input planes.
+
+    A frame that cannot be read gives an item with ``error`` set instead (the batch goes on).
+    """
+
+    def __init__(
+        self, paths: Sequence[Path], stems: Sequence[str], detector: Detector, masters: Any = None
+    ) -> None:
+        self.paths = list(paths)
+        self.stems = list(stems)
+        self.detector = detector
+        self.masters = masters
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"index": i, "path": str(self.paths[i]), "stem": self.stems[i]}
+        try:
+            prepared = self.detector.prepare(self.paths[i], masters=self.masters)
+            item["prepared"] = prepared
+            if not prepared.empty:
+                bad = prepared.frame.mask | ~np.isfinite(prepared.frame.data)
+                item["planes"] = torch.from_numpy(
+                    model_input(
+                        prepared.image8,
+                        channels=self.detector.channels,
+                        background_rms=prepared.background_rms_adu,
+                        bad=bad,
+                    )
+                )
+        except (InputError, OSError, ValueError, MemoryError) as err:
+            item["error"] = _problem(self.paths[i], err)
+        return item
+
+
+def _first(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    return batch[0]
+
+
+class FramePredictor(L.LightningModule):
+    """Predict the stitched probability map of one frame per step (tiles in mini-batches)."""
+
+    def __init__(self, net: torch.nn.Module, *, tile: int = 512, overlap: int = 64, tiles_per_batch: int = 8):
+        super().__init__()
+        self.net = net
+        self.tile = tile
+        self.overlap = overlap
+        self.tiles_per_batch = tiles_per_batch
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        out = {k: v for k, v in batch.items() if k != "planes"}
+        planes = batch.get("planes")
+        if planes is None:
+            return out
+        planes = planes.numpy()
+        tiler = Tiler(planes.shape[-2:], tile=self.tile, overlap=self.overlap)
+        tiles = tiler.split(planes)
+        probs = np.empty((tiles.shape[0], self.tile, self.tile), dtype=np.float32)
+        self.net.eval()
+        with torch.inference_mode():
+            for i in range(0, tiles.shape[0], self.tiles_per_batch):
+                x = torch.from_numpy(np.ascontiguousarray(tiles[i : i + self.tiles_per_batch]))
+                x = x.to(self.device)
+                if self.device.type == "cuda":
+                    x = x.to(memory_format=torch.channels_last)
+                p = logits_to_prob(self.net(x))
+                probs[i : i + self.tiles_per_batch] = p[:, 0].float().cpu().numpy()
+        out["prob"] = tiler.stitch(probs)
+        return out
+
+
+class DetectionWriter(BasePredictionWriter):
+    """Post-process and write each frame's outputs on the rank that predicted it."""
+
+    def __init__(self, detector: Detector, output: OutputConfig) -> None:
+        super().__init__(write_interval="batch")
+        self.detector = detector
+        self.output = output
+        self.records: list[dict[str, Any]] = []
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        rec: dict[str, Any] = {"path": prediction["path"], "stem": prediction["stem"]}
+        if "error" in prediction:
+            rec.update(status="failed", error=prediction["error"])
+            self.records.append(rec)
+            return
+        prepared = prediction["prepared"]
+        prob = prediction.get("prob")
+        if prob is None:
+            prob = np.zeros(prepared.frame.shape, dtype=np.float32)
+        try:
+            res = self.detector.run_on_prob(prepared, prob, write=self.output, stem=rec["stem"])
+            rec.update(
+                status="ok",
+                n_detections=len(res.catalog),
+                threshold=res.threshold,
+                timings={k: round(v, 4) for k, v in res.timings.items()},
+                outputs={k: str(v) for k, v in res.outputs.items()},
+                warnings=res.warnings,
+            )
+        except (InputError, OSError, ValueError, RuntimeError) as err:
+            rec.update(status="failed", error=_problem(Path(rec["path"]), err))
+        self.records.append(rec)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = Path(self.output.out_dir) / f"summary.rank{trainer.global_rank}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.records, indent=1, default=str))
+
+
+def predict_distributed(
+    inputs: Sequence[str | Path],
+    detector: Detector,
+    output: OutputConfig,
+    *,
+    masters: Any = None,
+    trainer_kwargs: dict[str, Any] | None = None,
+    num_workers: int = 2,
+) -> RunSummary | None:
+    """Run detection over ``inputs`` with a Lightning ``Trainer.predict`` (DDP when several
+    devices / nodes). Returns the merged :class:`RunSummary` on rank 0, None elsewhere."""
+    import time
+
+    t_start = time.perf_counter()
+    paths, problems = expand_inputs(inputs)
+    stems = unique_stems(paths)
+    todo = [(p, s) for p, s in zip(paths, stems) if output.overwrite or not output.complete(s)]
+    skipped = [(p, s) for p, s in zip(paths, stems) if (p, s) not in todo]
+    kwargs = {"accelerator": "auto", "devices": "auto", "logger": False, "enable_progress_bar": True}
+    kwargs.update(trainer_kwargs or {})
+    writer = DetectionWriter(detector, output)
+    trainer = L.Trainer(callbacks=[writer], enable_checkpointing=False, **kwargs)
+    summary = RunSummary(
+        model=str(detector.meta.get("name")), threshold=detector.threshold, started=_now()
+    )
+    if todo:
+        ds = FrameDataset([p for p, _ in todo], [s for _, s in todo], detector, masters)
+        loader = DataLoader(
+            ds, batch_size=1, shuffle=False, num_workers=num_workers, collate_fn=_first
+        )
+        module = FramePredictor(
+            detector.model,
+            tile=detector.config.tile,
+            overlap=detector.config.overlap,
+            tiles_per_batch=detector.config.batch_size or 8,
+        )
+        trainer.predict(module, dataloaders=loader, return_predictions=False)
+        trainer.strategy.barrier()
+    if trainer.global_rank != 0:
+        return None
+    summary.device = str(trainer.strategy.root_device)
+    seen: set[str] = set()
+    for rank in range(trainer.world_size):
+        f = Path(output.out_dir) / f"summary.rank{rank}.json"
+        if not f.is_file():
+            continue
+        for rec in json.loads(f.read_text()):
+            if rec["stem"] in seen:  # the distributed sampler may repeat a frame
+                continue
+            seen.add(rec["stem"])
+            summary.frames.append(rec)
+            if rec["status"] == "failed":
+                summary.failures.append({"path": rec["path"], "stage": "frame", "error": rec["error"]})
+        f.unlink()
+    for p, s in skipped:
+        summary.frames.append({"path": str(p), "stem": s, "status": "skipped"})
+    for item, msg in problems:
+        summary.failures.append({"path": item, "stage": "input", "error": msg})
+    summary.finished = _now()
+    summary.wall_s = time.perf_counter() - t_start
+    Path(output.out_dir).mkdir(parents=True, exist_ok=True)
+    summary.write(Path(output.out_dir) / "summary.json")
+    return summary

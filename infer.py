@@ -1,0 +1,87 @@
+"""Detect sources in FITS frames: ``python infer.py inputs=[...] [hydra overrides]``.
+
+Thin Hydra entry over :func:`atd_dl.detect.pipeline.detect_files` (the function behind
+``atd-dl detect``); ``distributed.enabled=true`` runs the Lightning predict loop
+(:func:`atd_dl.lit.predict.predict_distributed`, DDP over GPUs / nodes). See docs/detect.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def run_infer(cfg: DictConfig) -> dict[str, Any]:
+    """Run detection as configured; returns the run summary as a dict."""
+    from atd_dl.detect.inference import load_detector
+    from atd_dl.detect.pipeline import (
+        DetectConfig,
+        Detector,
+        OutputConfig,
+        detect_files,
+        load_masters,
+    )
+    from atd_dl.detect.postprocess import PostprocessConfig
+    from atd_dl.errors import InputError
+
+    c = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(c, dict)
+    inputs = c["inputs"] if isinstance(c["inputs"], list) else [c["inputs"]]
+    if not inputs:
+        raise InputError(None, "no inputs: pass inputs=[FILE_OR_FOLDER_OR_GLOB,...]")
+    config = DetectConfig(
+        threshold=c["threshold"], postprocess=PostprocessConfig(**(c.get("postprocess") or {})), **c["detect"]
+    )
+    model, meta = load_detector(c["model_path"], device=config.device)
+    detector = Detector(model, meta, config)
+    output = OutputConfig(Path(c["out"]), overwrite=bool(c["overwrite"]), **c["outputs"])
+    masters = load_masters(**c["calib"])
+    dist = c.get("distributed") or {}
+    if dist.get("enabled"):
+        from atd_dl.lit.predict import predict_distributed
+
+        trainer_kwargs = {k: v for k, v in (dist.get("trainer") or {}).items() if v is not None}
+        summary = predict_distributed(
+            inputs,
+            detector,
+            output,
+            masters=masters,
+            trainer_kwargs=trainer_kwargs,
+            num_workers=int(dist.get("num_workers", 2)),
+        )
+        return summary.to_dict() if summary is not None else {}
+    summary = detect_files(
+        inputs,
+        detector,
+        output,
+        masters=masters,
+        workers=int(c["workers"]),
+        progress=bool(c["progress"]),
+        on_failure=lambda msg: log.error(msg),
+    )
+    log.info(
+        "%d ok, %d skipped, %d failed, %d sources -> %s",
+        summary.n_ok,
+        summary.n_skipped,
+        summary.n_failed,
+        summary.n_detections,
+        output.out_dir,
+    )
+    return summary.to_dict()
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="infer.yaml")
+def main(cfg: DictConfig) -> int:
+    """Hydra entry: run, and return the number of failed frames (0 = success)."""
+    summary = run_infer(cfg)
+    return int(summary.get("n_failed", 0))
+
+
+if __name__ == "__main__":
+    main()
