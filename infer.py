@@ -30,13 +30,19 @@ def run_infer(cfg: DictConfig) -> dict[str, Any]:
     from atd_dl.detect.postprocess import PostprocessConfig
     from atd_dl.errors import InputError
 
-    c = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(c, dict)
+    keys = ("inputs", "model_path", "out", "threshold", "overwrite", "workers", "progress")
+    c: dict[str, Any] = {k: cfg[k] for k in keys}
+    for k in ("calib", "outputs", "detect", "postprocess", "distributed"):
+        c[k] = OmegaConf.to_container(cfg[k], resolve=True) if k in cfg else {}
+    if not isinstance(c["inputs"], (str, int, float)):
+        c["inputs"] = OmegaConf.to_container(c["inputs"], resolve=True)
     inputs = c["inputs"] if isinstance(c["inputs"], list) else [c["inputs"]]
     if not inputs:
         raise InputError(None, "no inputs: pass inputs=[FILE_OR_FOLDER_OR_GLOB,...]")
     config = DetectConfig(
-        threshold=c["threshold"], postprocess=PostprocessConfig(**(c.get("postprocess") or {})), **c["detect"]
+        threshold=c["threshold"],
+        postprocess=PostprocessConfig(**(c.get("postprocess") or {})),
+        **c["detect"],
     )
     model, meta = load_detector(c["model_path"], device=config.device)
     detector = Detector(model, meta, config)

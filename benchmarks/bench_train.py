@@ -59,12 +59,13 @@ def _child(args: argparse.Namespace) -> None:
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / args.steps
+    cpu = (time.process_time() - c0) / args.steps
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "model": args.model,
@@ -75,6 +76,9 @@ def _child(args: argparse.Namespace) -> None:
         "size": args.size,
         "batch": args.batch,
         "s_per_step": dt,
+        # CPU seconds of this process per step: on a busy machine, cpu_s / threads estimates
+        # the step time the same threads would take on an idle one
+        "cpu_s_per_step": cpu,
         "patches_per_s": args.batch / dt,
         "peak_mb": (
             torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss
@@ -85,9 +89,13 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--models", nargs="+", default=None, help="registry names (default: all)")
-    p.add_argument("--widths", nargs="+", type=int, default=[64], help="base widths; 0 = model default")
+    p.add_argument(
+        "--widths", nargs="+", type=int, default=[64], help="base widths; 0 = model default"
+    )
     p.add_argument("--size", type=int, default=256, help="square patch side (px)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=3, help="timed steps")
@@ -121,7 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models or list_models():
         for width in args.widths:
             cmd = [sys.executable, __file__, "--child", "--model", name, "--device", device]
-            cmd += ["--size", str(args.size), "--batch", str(args.batch), "--steps", str(args.steps)]
+            cmd += [
+                "--size",
+                str(args.size),
+                "--batch",
+                str(args.batch),
+                "--steps",
+                str(args.steps),
+            ]
             cmd += ["--warmup", str(args.warmup), "--threads", str(args.threads)]
             if width:
                 cmd += ["--width", str(width)]
@@ -134,13 +149,16 @@ def main(argv: list[str] | None = None) -> int:
             r = rows[-1]
             print(f"  {name} w={r['width']}: {r['s_per_step']:.3f} s/step", file=sys.stderr)
     print(f"\n## Training step on {device} ({args.size}², batch {args.batch}, Adam, CE + Dice)\n")
-    print("| model | width | params | threads | s / step | patches / s | peak MB | growth MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| model | width | params | threads | s / step | CPU s / step | patches / s | peak MB | growth MB |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         growth = "" if r["growth_mb"] is None else f"{r['growth_mb']:.0f}"
         print(
             f"| {r['model']} | {r['width']} | {r['params'] / 1e6:.2f} M | {r['threads']} "
-            f"| {r['s_per_step']:.3f} | {r['patches_per_s']:.2f} | {r['peak_mb']:.0f} | {growth} |"
+            f"| {r['s_per_step']:.3f} | {r['cpu_s_per_step']:.3f} | {r['patches_per_s']:.2f} "
+            f"| {r['peak_mb']:.0f} | {growth} |"
         )
     if args.json:
         with open(args.json, "w") as fh:

@@ -140,8 +140,13 @@ def test_detect_frame_on_a_simulated_frame_end_to_end(tmp_path):
     paths = write_field(sim, tmp_path / "sim")
     out = OutputConfig(tmp_path / "det", regions=True, segmap=True, probmap=True, overlay=True)
     res = detect_frame(
-        paths["frame"], MatchedFilterNet(), dict(MATCHED_META), tile=256, overlap=64,
-        device="cpu", write=out,
+        paths["frame"],
+        MatchedFilterNet(),
+        dict(MATCHED_META),
+        tile=256,
+        overlap=64,
+        device="cpu",
+        write=out,
     )
     cat = res.catalog
     assert {"ra", "dec"} <= set(cat.colnames) and np.all(np.isfinite(cat["ra"]))
@@ -152,8 +157,14 @@ def test_detect_frame_on_a_simulated_frame_end_to_end(tmp_path):
     assert m.recall > 0.9
     # ra/dec of matched detections agree with the truth positions through the frame WCS
     ra_t, dec_t = sim.wcs.all_pix2world(t["x"][m.ref_index], t["y"][m.ref_index], 0)
-    sep = np.hypot((cat["ra"][m.det_index] - ra_t) * np.cos(np.radians(dec_t)),
-                   cat["dec"][m.det_index] - dec_t) * 3600 / 14.86
+    sep = (
+        np.hypot(
+            (cat["ra"][m.det_index] - ra_t) * np.cos(np.radians(dec_t)),
+            cat["dec"][m.det_index] - dec_t,
+        )
+        * 3600
+        / 14.86
+    )
     assert np.median(sep) < 0.3
     # outputs
     for key in ("fits", "ecsv", "regions", "segmap", "probmap", "overlay"):
@@ -172,18 +183,22 @@ def test_detect_frame_on_a_simulated_frame_end_to_end(tmp_path):
     reg = res.outputs["regions"].read_text().splitlines()
     assert reg[0].startswith("# Region file format: DS9") and len(reg) == len(cat) + 4
     x1, y1 = (float(v) for v in reg[4].split("(")[1].split(",")[:2])
-    assert x1 == pytest.approx(cat["x"][0] + 1, abs=1e-3) and y1 == pytest.approx(cat["y"][0] + 1, abs=1e-3)
+    assert x1 == pytest.approx(cat["x"][0] + 1, abs=1e-3) and y1 == pytest.approx(
+        cat["y"][0] + 1, abs=1e-3
+    )
     assert set(res.timings) >= {"read", "enhance", "inference", "postprocess", "write"}
 
 
 def test_frame_smaller_than_a_tile_is_padded(tmp_path):
     data, xs, ys = _star_frame((90, 130), seed=3, n=8)
     path = _write_frame(tmp_path / "small.fits", data, wcs=_wcs((90, 130)))
-    res = detect_frame(path, MatchedFilterNet(), dict(MATCHED_META), tile=128, overlap=32,
-                       device="cpu")
+    res = detect_frame(
+        path, MatchedFilterNet(), dict(MATCHED_META), tile=128, overlap=32, device="cpu"
+    )
     assert res.prob.shape == (90, 130)
-    m = match_points(np.column_stack([res.catalog["x"], res.catalog["y"]]),
-                     np.column_stack([xs, ys]), 0.5)
+    m = match_points(
+        np.column_stack([res.catalog["x"], res.catalog["y"]]), np.column_stack([xs, ys]), 0.5
+    )
     assert m.recall >= 0.85
 
 
@@ -200,8 +215,9 @@ def test_frame_without_wcs_and_gain_gives_pixel_only_adu_catalog(tmp_path, caplo
 
 def test_all_nan_frame_gives_empty_catalog_and_warning(tmp_path):
     path = _write_frame(tmp_path / "nan.fits", np.full((64, 64), np.nan), wcs=_wcs((64, 64)))
-    res = detect_frame(path, MatchedFilterNet(), dict(MATCHED_META), tile=64, device="cpu",
-                       write=tmp_path / "out")
+    res = detect_frame(
+        path, MatchedFilterNet(), dict(MATCHED_META), tile=64, device="cpu", write=tmp_path / "out"
+    )
     assert len(res.catalog) == 0 and "ra" in res.catalog.colnames
     assert any("no finite unmasked pixel" in w for w in res.warnings)
     assert len(read_catalog(tmp_path / "out" / "nan.cat.fits")) == 0
@@ -215,8 +231,9 @@ def test_calibration_masters_are_applied(tmp_path):
     path = _write_frame(tmp_path / "raw.fits", data + bias, wcs=_wcs((128, 128)))
     det = Detector(MatchedFilterNet(), dict(MATCHED_META), DetectConfig(tile=128, device="cpu"))
     res = det.run(path, masters=CalibrationMasters(bias=bias))
-    m = match_points(np.column_stack([res.catalog["x"], res.catalog["y"]]),
-                     np.column_stack([xs, ys]), 0.5)
+    m = match_points(
+        np.column_stack([res.catalog["x"], res.catalog["y"]]), np.column_stack([xs, ys]), 0.5
+    )
     assert m.recall >= 0.9 and res.prepared.calibration == "bias"
 
 
@@ -257,8 +274,9 @@ def test_expand_inputs_stems_and_resume(tmp_path):
     data, _, _ = _star_frame((96, 96), seed=7, n=6)
     p1 = _write_frame(tmp_path / "a" / "f1.fits", data, wcs=_wcs((96, 96)))
     p2 = _write_frame(tmp_path / "b" / "f1.fits", data, wcs=_wcs((96, 96)))
-    paths, problems = expand_inputs([tmp_path / "a", str(tmp_path / "b" / "*.fits"), p1,
-                                     tmp_path / "missing.fits"])
+    paths, problems = expand_inputs(
+        [tmp_path / "a", str(tmp_path / "b" / "*.fits"), p1, tmp_path / "missing.fits"]
+    )
     assert paths == [p1, p2] and len(problems) == 1 and "file not found" in problems[0][1]
     assert unique_stems(paths) == ["a_f1", "b_f1"] and frame_stem("x.fits.fz") == "x"
     det = Detector(MatchedFilterNet(), dict(MATCHED_META), DetectConfig(tile=96, device="cpu"))

@@ -278,3 +278,12 @@ def test_missing_checkpoint(tmp_path):
 
 def test_default_model_dir():
     assert default_model_dir().parts[-3:] == ("atd_dl", "weights", "default")
+
+
+def test_models_cli_lists_every_network(capsys):
+    from atd_dl.cli import main
+
+    assert main(["models", "--size", "64", "--base-width", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "GFLOPs / 64²" in out
+    assert all(f"| {name} | 4 |" in out for name in MODELS)

@@ -65,5 +65,9 @@ def test_paper_figures_notebook_runs(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_quickstart_notebook_runs(tmp_path: Path) -> None:
-    _execute("quickstart.ipynb", {"ATD_DL_WORK": str(tmp_path), "MPLBACKEND": "Agg"}, timeout=900)
+    _execute(
+        "quickstart.ipynb",
+        {"ATD_DL_WORK": str(tmp_path), "ATD_DL_QUICK_EPOCHS": "2", "MPLBACKEND": "Agg"},
+        timeout=900,
+    )
     assert (tmp_path / "eval" / "metrics.json").is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _detect_helpers import RMS_E, calibrated_sim, disc_map, moffat_image, noisy
 from astropy import units as u
 
 from atd_dl.detect import deblend
@@ -17,8 +18,6 @@ from atd_dl.detect.postprocess import (
 )
 from atd_dl.evaluate.matching import match_points
 from atd_dl.sim import preset_config, simulate_field
-
-from _detect_helpers import RMS_E, calibrated_sim, disc_map, moffat_image, noisy
 
 
 def _bright_truth(sim, size: int, edge: float = 3.0):
@@ -34,7 +33,11 @@ def _oracle_extraction(sim, size: int):
     stars = sim.truth[(sim.truth["kind"] == "star") & (sim.truth["snr_true"] >= 3)]
     prob = disc_map((size, size), stars["x"], stars["y"], radius=1.6)
     return segment_sources(
-        prob, 0.5, image_e=image_e, mask=~np.isfinite(image_e), background_rms_e=rms_e,
+        prob,
+        0.5,
+        image_e=image_e,
+        mask=~np.isfinite(image_e),
+        background_rms_e=rms_e,
         saturated=sat,
     )
 
@@ -73,8 +76,10 @@ def test_catalog_columns_units_and_segmentation_map():
         np.column_stack([sim.truth["x"], sim.truth["y"]]),
         radius=0.5,
     )
-    r = np.corrcoef(np.log(np.clip(cat["snr"][m.det_index], 0.1, None)),
-                    np.log(sim.truth["snr_true"][m.ref_index]))[0, 1]
+    r = np.corrcoef(
+        np.log(np.clip(cat["snr"][m.det_index], 0.1, None)),
+        np.log(sim.truth["snr_true"][m.ref_index]),
+    )[0, 1]
     assert r > 0.9
 
 
@@ -152,8 +157,10 @@ def test_trail_gives_one_trail_flagged_detection():
 def test_faint_trail_with_a_star_on_it_stays_one_trail():
     rng = np.random.default_rng(5)
     img, prob, _ = _trail_image(rng, length=60.0, angle=-0.3, flux=2500.0, stars=False)
-    img = img + noisy(moffat_image(img.shape, [50.0], [40.0], [3000.0]), rng) - noisy(
-        np.zeros(img.shape), rng
+    img = (
+        img
+        + noisy(moffat_image(img.shape, [50.0], [40.0], [3000.0]), rng)
+        - noisy(np.zeros(img.shape), rng)
     )
     cat = extract_sources(prob, 0.5, image_e=img, background_rms_e=RMS_E * np.sqrt(2))
     assert len(cat) == 1
@@ -289,7 +296,10 @@ def test_no_deblend_option_keeps_components_whole():
     clean = moffat_image((41, 41), xs, ys, [3000.0, 3000.0])
     prob = disc_map((41, 41), xs, ys, 2.0)
     cat = extract_sources(
-        prob, 0.5, image_e=noisy(clean, rng), background_rms_e=RMS_E,
+        prob,
+        0.5,
+        image_e=noisy(clean, rng),
+        background_rms_e=RMS_E,
         config=PostprocessConfig(deblend=False),
     )
     assert len(cat) == 1 and cat["flags"][0] == 0

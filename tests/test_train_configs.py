@@ -148,6 +148,12 @@ def test_sweep_experiments(experiment, models, tmp_path):
     assert job.model.base_width == (64 if name == "unet" else 16)  # each network keeps its width
 
 
+def test_experiments_combine(tmp_path):
+    cfg = compose_train(["experiment=[paper,noise_aware]"], tmp_path)
+    assert cfg.task_name == "paper" and cfg.data.input_mode == "noise_aware"
+    assert cfg.model.in_channels == 3 and cfg.model.base_width == 64
+
+
 def test_quick_experiment_is_small_and_cpu(tmp_path):
     cfg = compose_train(["experiment=quick", "data.data_dir=/somewhere/dataset"], tmp_path)
     assert cfg.trainer.accelerator == "cpu" and cfg.trainer.max_epochs <= 5

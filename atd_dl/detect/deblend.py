@@ -29,6 +29,7 @@ Definitions used throughout (documented in ``docs/detect.md``):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -39,9 +40,7 @@ _SQUARE = np.ones((3, 3), dtype=np.uint8)
 
 
 # --------------------------------------------------------------------------- circularity
-def _contour_circularity(
-    contours: list[np.ndarray] | tuple[np.ndarray, ...],
-) -> tuple[np.ndarray, np.ndarray]:
+def _contour_circularity(contours: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """Circularity of each OpenCV contour (module docstring); also returns the first points.
 
     Vectorised over all contours: one concatenation, then segment lengths and the
@@ -95,7 +94,7 @@ def label_circularity(labels: np.ndarray, n_labels: int) -> np.ndarray:
         return circ
     binary = (labels > 0).astype(np.uint8)
     contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    c, first = _contour_circularity(contours)
+    c, first = _contour_circularity(list(contours))
     if len(c):
         lab = labels[first[:, 1], first[:, 0]]
         circ[lab] = c
@@ -307,7 +306,9 @@ def hill_climb(smooth: np.ndarray, labels: np.ndarray, fg: np.ndarray) -> np.nda
     """
     ny, nx = labels.shape
     w = nx + 2
-    lab_p = cv2.copyMakeBorder(labels.astype(np.int32, copy=False), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0).ravel()
+    lab_p = cv2.copyMakeBorder(
+        labels.astype(np.int32, copy=False), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0
+    ).ravel()
     s_p = cv2.copyMakeBorder(
         np.asarray(smooth, dtype=np.float32), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=-np.inf
     ).ravel()
@@ -480,8 +481,10 @@ def is_trail_profile(
     xc, yc = xs.mean(), ys.mean()
     t = (xs - xc) * np.cos(theta) + (ys - yc) * np.sin(theta)
     bins = np.floor(t - t.min()).astype(np.int64)
-    prof = np.bincount(bins, weights=values.astype(np.float64))
-    var = np.bincount(bins, weights=variances.astype(np.float64), minlength=prof.size)
+    prof = np.bincount(bins, weights=values.astype(np.float64)).astype(np.float64)
+    var = np.bincount(bins, weights=variances.astype(np.float64), minlength=prof.size).astype(
+        np.float64
+    )
     if prof.size < 2 * end_trim + 3:
         return False
     if profile_sigma > 0:
@@ -514,8 +517,7 @@ def _grow_round_region(rest8: np.ndarray, threshold: float) -> np.ndarray:
     size = 1
     step = 0
     while True:
-        grown = cv2.dilate(region, _CROSS if step % 2 == 0 else _SQUARE)
-        grown &= rest8
+        grown = np.bitwise_and(cv2.dilate(region, _CROSS if step % 2 == 0 else _SQUARE), rest8)
         step += 1
         new_size = int(cv2.countNonZero(grown))
         if new_size == size or mask_circularity(grown) < threshold:

@@ -77,7 +77,9 @@ def load_detector(
         ckpt = mf.load_checkpoint(p)
         name, kwargs = mf.checkpoint_model_spec(ckpt)
         if name is None:
-            raise InputError(p, "checkpoint records no model name (model_spec); export a model folder")
+            raise InputError(
+                p, "checkpoint records no model name (model_spec); export a model folder"
+            )
         model = build_model(name, **kwargs)
         try:
             model.load_state_dict(mf.load_checkpoint_weights(p), strict=True)

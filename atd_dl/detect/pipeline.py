@@ -334,7 +334,7 @@ class Detector:
         """Stitched probability map ``[ny, nx]`` float32 of a prepared frame."""
         from atd_dl.detect.inference import model_input
 
-        if prepared.empty:
+        if prepared.image8 is None:
             return np.zeros(prepared.frame.shape, dtype=np.float32)
         bad = prepared.frame.mask | ~np.isfinite(prepared.frame.data)
         planes = model_input(
@@ -348,7 +348,7 @@ class Detector:
     def extract(self, prepared: PreparedFrame, prob: np.ndarray) -> Extraction:
         """Post-processing of a probability map, RA/Dec added."""
         frame = prepared.frame
-        if prepared.empty:
+        if prepared.image_e is None:
             cat = _empty_catalog(u.Unit(prepared.unit))
             ex = Extraction(cat, np.zeros(frame.shape, np.int32), float("nan"), 0.0, 0, 0.0)
         else:
@@ -644,7 +644,8 @@ class RunSummary:
             "started": self.started,
             "finished": self.finished,
             "wall_s": round(self.wall_s, 3),
-            "n_frames": len(self.frames) + sum(1 for f in self.failures if f.get("stage") == "input"),
+            "n_frames": len(self.frames)
+            + sum(1 for f in self.failures if f.get("stage") == "input"),
             "n_ok": self.n_ok,
             "n_skipped": self.n_skipped,
             "n_failed": self.n_failed,
@@ -745,7 +746,7 @@ def detect_files(
                     outputs={k: str(v) for k, v in res.outputs.items()},
                     warnings=res.warnings,
                 )
-            except (InputError, OSError, ValueError, RuntimeError, MemoryError) as err:
+            except Exception as err:  # noqa: BLE001 - one bad frame must not stop the batch
                 msg = _problem(p, err)
                 record.update(status="failed", error=msg)
                 summary.failures.append({"path": str(p), "stage": "frame", "error": msg})

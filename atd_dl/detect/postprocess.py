@@ -198,7 +198,7 @@ def _background_rms(img: np.ndarray, exclude: np.ndarray) -> float:
     return rms if np.isfinite(rms) and rms > 0 else 1.0
 
 
-def _bbox_cut(stats: np.ndarray, lab: int) -> tuple[slice, slice]:
+def _bbox_cut(stats: np.ndarray, lab: int | np.integer) -> tuple[slice, slice]:
     x0, y0, w, h = (int(v) for v in stats[lab - 1, :4])
     return slice(y0, y0 + h), slice(x0, x0 + w)
 
@@ -289,7 +289,7 @@ def segment_sources(
     circ_comp = deblend.label_circularity(labels, n)
     sat_fg = np.zeros(fg.size, dtype=bool)
     sat_comp = np.zeros(n + 1, dtype=bool)
-    if any_sat:
+    if any_sat and sat is not None:
         sat_fg = cv2.dilate(sat.view(np.uint8), kernel).ravel()[fg] > 0
         sat_comp = np.bincount(lab_fg, weights=sat_fg, minlength=n + 1) > 0
     bad_fg = np.zeros(fg.size, dtype=bool)
@@ -379,12 +379,29 @@ def segment_sources(
         k = np.r_[npk[multi], np.full(pair.size, 2)]
         if blends.size:
             # initial mixture: the distinct peaks (multi) or +-d/2 along the major axis (pair)
-            pk_idx = np.concatenate([np.arange(first_peak[b], first_peak[b] + npk[b]) for b in multi]) if multi.size else np.zeros(0, np.int64)
+            pk_idx = (
+                np.concatenate([np.arange(first_peak[b], first_peak[b] + npk[b]) for b in multi])
+                if multi.size
+                else np.zeros(0, np.int64)
+            )
             half = np.sqrt(np.maximum(excess[pair], 0.0))  # equal fluxes: d^2 / 4 = excess
             ax, ay = np.cos(imom["theta"][pair]), np.sin(imom["theta"][pair])
-            x0 = np.r_[px[pk_idx], np.column_stack([imom["xc"][pair] - half * ax, imom["xc"][pair] + half * ax]).ravel()]
-            y0 = np.r_[py[pk_idx], np.column_stack([imom["yc"][pair] - half * ay, imom["yc"][pair] + half * ay]).ravel()]
-            f0 = np.r_[np.maximum(smooth.ravel()[py[pk_idx] * nx + px[pk_idx]], 1e-6), np.repeat(imom["flux"][pair] / 2.0 + 1e-6, 2)]
+            x0 = np.r_[
+                px[pk_idx],
+                np.column_stack(
+                    [imom["xc"][pair] - half * ax, imom["xc"][pair] + half * ax]
+                ).ravel(),
+            ]
+            y0 = np.r_[
+                py[pk_idx],
+                np.column_stack(
+                    [imom["yc"][pair] - half * ay, imom["yc"][pair] + half * ay]
+                ).ravel(),
+            ]
+            f0 = np.r_[
+                np.maximum(smooth.ravel()[py[pk_idx] * nx + px[pk_idx]], 1e-6),
+                np.repeat(imom["flux"][pair] / 2.0 + 1e-6, 2),
+            ]
             blend_of = np.full(n + 1, -1, dtype=np.int64)
             blend_of[blends] = np.arange(blends.size)
             sel = np.flatnonzero(blend_of[lab_fg] >= 0)
@@ -413,7 +430,9 @@ def segment_sources(
             if pair.size:
                 a_, b_ = start[npair0:], start[npair0:] + 1
                 sep = np.hypot(mix.x[a_] - mix.x[b_], mix.y[a_] - mix.y[b_])
-                frac = np.minimum(mix.flux[a_], mix.flux[b_]) / np.maximum(mix.flux[a_] + mix.flux[b_], 1e-12)
+                frac = np.minimum(mix.flux[a_], mix.flux[b_]) / np.maximum(
+                    mix.flux[a_] + mix.flux[b_], 1e-12
+                )
                 ok[npair0:] &= (sep >= cfg.pair_min_separation) & (frac >= cfg.pair_min_fraction)
             use = ok[group]
             rank_fg[sel[use]] = mix.owner[use] - start[group[use]]

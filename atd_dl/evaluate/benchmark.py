@@ -112,13 +112,13 @@ def baseline_method(
     def run_one(frame: Any, value: float) -> Table:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return configured(frame)(frame.data, mask=frame.mask, wcs=None, threshold=value)
+            return configured(frame)(frame.data, mask=frame.mask, wcs=frame.wcs, threshold=value)
 
     def run(frame: Any) -> list[Table]:
         f = configured(frame)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return [f(frame.data, mask=frame.mask, wcs=None, threshold=v) for v in vals]
+            return [f(frame.data, mask=frame.mask, wcs=frame.wcs, threshold=v) for v in vals]
 
     label = {
         "sextractor_seg": "SExtractor (seg. centroid)",

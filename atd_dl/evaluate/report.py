@@ -376,6 +376,37 @@ def _growth_table(summary: dict[str, Any]) -> str:
     return _table(["Method", "N_det", "N_catalog", "N_new", "N_FP", "GR (%)", "FP (%)"], rows)
 
 
+def _injection_lines(inj: dict[str, Any]) -> list[str]:
+    """Completeness tables (methods as columns) by SNR and by magnitude, plus 50/90 % levels."""
+    names = list(inj["methods"])
+    lines = [
+        "## Injection–recovery completeness",
+        "",
+        f"{inj.get('n_injected')} artificial stars; magnitudes {inj.get('mag_system')} "
+        f"(zeropoint {_num(inj.get('zeropoint'), 3)}). Completeness in %.",
+        "",
+    ]
+    for key, label in (("by_snr", "SNR"), ("by_mag", "mag")):
+        bins: dict[tuple[float, float], dict[str, Any]] = {}
+        for n in names:
+            for r in inj["methods"][n].get(key, []):
+                hi = r["hi"] if r["hi"] is not None else float("inf")
+                row = bins.setdefault((r["lo"], hi), {"n": r["n"]})
+                row[n] = r["completeness"]
+        rows = [
+            [f"{lo:g}–{hi:g}" if math.isfinite(hi) else f"≥{lo:g}", row["n"]]
+            + [_pct(row.get(n), 1) for n in names]
+            for (lo, hi), row in sorted(bins.items())
+        ]
+        lines += [_table([label, "injected", *names], rows), ""]
+    rows = [
+        [lev, *[_num(inj["methods"][n].get(k), 2) for n in names]]
+        for lev, k in (("SNR at 50 %", "snr50"), ("SNR at 90 %", "snr90"), ("mag at 50 %", "mag50"))
+    ]
+    lines += [_table(["level", *names], rows), ""]
+    return lines
+
+
 def render_markdown(summary: dict[str, Any], figures: Mapping[str, str] | None = None) -> str:
     """The report as Markdown (tables like the paper's Tables 5–8 and figure links)."""
     figures = figures or {}
@@ -449,18 +480,7 @@ def render_markdown(summary: dict[str, Any], figures: Mapping[str, str] | None =
     ]
     inj = summary.get("injection")
     if inj and inj.get("methods"):
-        lines += ["## Injection–recovery completeness", ""]
-        for name, res in inj["methods"].items():
-            rows = [
-                [f"{r['lo']:g}–{r['hi']:g}", r["n"], r["found"], _pct(r["completeness"], 1)]
-                for r in res.get("by_snr", [])
-            ]
-            lines += [
-                f"**{name}**",
-                "",
-                _table(["SNR", "injected", "recovered", "completeness (%)"], rows),
-                "",
-            ]
+        lines += _injection_lines(inj)
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{k}]({v})" for k, v in figures.items()]

@@ -28,6 +28,13 @@ from atd_dl.models.inference import logits_to_prob
 __all__ = ["SegmentationModule"]
 
 
+def _as_numpy(points: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Reference points [N, 2] as a float numpy array (Lightning may have moved them to the GPU)."""
+    if isinstance(points, torch.Tensor):
+        points = points.detach().cpu().numpy()
+    return np.asarray(points, dtype=float).reshape(-1, 2)
+
+
 class SegmentationModule(L.LightningModule):
     """Train a segmentation network with a configurable loss, optimizer and LR schedule.
 
@@ -138,7 +145,7 @@ class SegmentationModule(L.LightningModule):
         self._pix += torch.stack([(pred * truth).sum(), pred.sum(), truth.sum()]).double().cpu()
         prob_np = prob[:, 0].detach().cpu().numpy()
         for p, pts in zip(prob_np, batch["points"]):
-            self._det.update(p, np.asarray(pts, dtype=float))
+            self._det.update(p, _as_numpy(pts))
         return loss
 
     def _epoch_metrics(self, prefix: str) -> dict[str, float]:

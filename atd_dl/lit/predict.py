@@ -36,7 +36,6 @@ from atd_dl.detect.pipeline import (
     expand_inputs,
     unique_stems,
 )
-from atd_dl.errors import InputError
 from atd_dl.models.inference import logits_to_prob
 from atd_dl.prep.partition import Tiler
 
@@ -75,7 +74,7 @@ class FrameDataset(Dataset):
                         bad=bad,
                     )
                 )
-        except (InputError, OSError, ValueError, MemoryError) as err:
+        except Exception as err:  # noqa: BLE001 - one bad frame must not stop the batch
             item["error"] = _problem(self.paths[i], err)
         return item
 
@@ -87,7 +86,9 @@ def _first(batch: list[dict[str, Any]]) -> dict[str, Any]:
 class FramePredictor(L.LightningModule):
     """Predict the stitched probability map of one frame per step (tiles in mini-batches)."""
 
-    def __init__(self, net: torch.nn.Module, *, tile: int = 512, overlap: int = 64, tiles_per_batch: int = 8):
+    def __init__(
+        self, net: torch.nn.Module, *, tile: int = 512, overlap: int = 64, tiles_per_batch: int = 8
+    ):
         super().__init__()
         self.net = net
         self.tile = tile
@@ -154,7 +155,7 @@ class DetectionWriter(BasePredictionWriter):
                 outputs={k: str(v) for k, v in res.outputs.items()},
                 warnings=res.warnings,
             )
-        except (InputError, OSError, ValueError, RuntimeError) as err:
+        except Exception as err:  # noqa: BLE001 - one bad frame must not stop the batch
             rec.update(status="failed", error=_problem(Path(rec["path"]), err))
         self.records.append(rec)
 
@@ -182,7 +183,12 @@ def predict_distributed(
     stems = unique_stems(paths)
     todo = [(p, s) for p, s in zip(paths, stems) if output.overwrite or not output.complete(s)]
     skipped = [(p, s) for p, s in zip(paths, stems) if (p, s) not in todo]
-    kwargs = {"accelerator": "auto", "devices": "auto", "logger": False, "enable_progress_bar": True}
+    kwargs = {
+        "accelerator": "auto",
+        "devices": "auto",
+        "logger": False,
+        "enable_progress_bar": True,
+    }
     kwargs.update(trainer_kwargs or {})
     writer = DetectionWriter(detector, output)
     trainer = L.Trainer(callbacks=[writer], enable_checkpointing=False, **kwargs)
@@ -216,7 +222,9 @@ def predict_distributed(
             seen.add(rec["stem"])
             summary.frames.append(rec)
             if rec["status"] == "failed":
-                summary.failures.append({"path": rec["path"], "stage": "frame", "error": rec["error"]})
+                summary.failures.append(
+                    {"path": rec["path"], "stage": "frame", "error": rec["error"]}
+                )
         f.unlink()
     for p, s in skipped:
         summary.frames.append({"path": str(p), "stem": s, "status": "skipped"})

@@ -16,6 +16,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -109,7 +110,7 @@ def tune_threshold(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 prob = logits_to_prob(net(x))
             probs = prob[:, 0].float().cpu().numpy()
-            scan.update(probs, [p.numpy() for p in batch["points"]])
+            scan.update(probs, [np.asarray(p, dtype=float).reshape(-1, 2) for p in batch["points"]])
     return scan.best(), scan.table()
 
 

@@ -3,7 +3,11 @@
 A small real benchmark: two simulated 512×512 frames, the classical baselines with their
 ten-point paper sweeps, the model when one is given, and a small injection run.
 
-    python notebooks/data/make_example_summary.py [--model MODEL_DIR ...]
+    python notebooks/data/make_example_summary.py [--model MODEL_DIR --model-name NAME]
+
+The committed file includes a model trained by the quickstart notebook's recipe
+(``atd-dl train experiment=quick trainer.max_epochs=20`` on three 400×400 simulated
+frames, seed 5): a toy CPU model, far from a converged one.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from atd_dl.evaluate.sweep import EvalSettings
 HERE = Path(__file__).resolve().parent
 
 
-def build(models: list[str], out: Path) -> Path:
+def build(models: list[str], names: list[str], out: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         sim = Path(tmp) / "sim"
         cli(
@@ -41,6 +45,7 @@ def build(models: list[str], out: Path) -> Path:
         result = run_benchmark(
             sim,
             models=models,
+            model_names=names,
             baselines=("sextractor", "sextractor_seg", "sep", "daofind"),
             baseline_sweep="paper",
             prob_thresholds=[round(0.1 * k, 2) for k in range(1, 10)] if models else None,
@@ -61,6 +66,7 @@ def build(models: list[str], out: Path) -> Path:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", action="append", default=[], help="model folder(s) to include")
+    ap.add_argument("--model-name", action="append", default=[], help="display name per --model")
     ap.add_argument("--out", type=Path, default=HERE / "example_summary.json")
     args = ap.parse_args()
-    print(build(args.model, args.out))
+    print(build(args.model, args.model_name, args.out))
