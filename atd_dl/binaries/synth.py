@@ -43,10 +43,13 @@ class SurveyProfile:
 
 
 DEFAULT_PROFILES: tuple[SurveyProfile, ...] = (
-    SurveyProfile("ps1_like", 0.25, (0.8, 1.6)),
-    SurveyProfile("sdss_like", 0.396, (1.0, 1.8)),
+    SurveyProfile("ps1_like", 0.25, (0.8, 1.8)),
+    SurveyProfile("sdss_like", 0.396, (1.0, 2.0)),
     SurveyProfile("decam_like", 0.263, (0.7, 1.3)),
     SurveyProfile("hst_like", 0.1, (0.08, 0.2), sky_e=(5.0, 100.0), read_noise_e=3.0),
+    # ordinary ground-based seeing on 1-m class telescopes, binned cameras
+    SurveyProfile("lco_like", 0.389, (1.2, 2.6)),
+    SurveyProfile("poor_seeing", 0.6, (1.8, 3.5)),
 )
 PROFILE_PRESETS: dict[str, SurveyProfile] = {p.name: p for p in DEFAULT_PROFILES} | {
     "twomass_like": SurveyProfile("twomass_like", 1.0, (2.2, 3.0), sky_e=(200.0, 3000.0)),

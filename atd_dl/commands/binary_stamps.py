@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bands", type=int, default=1, help="stacked bands (channels)")
     p.add_argument(
         "--profiles",
-        default="ps1_like,sdss_like,decam_like,hst_like",
+        default="ps1_like,sdss_like,decam_like,hst_like,lco_like,poor_seeing",
         help="survey presets, comma separated (also twomass_like, ztf_like)",
     )
     p.add_argument("--binary-fraction", type=float, default=0.5)

@@ -128,10 +128,19 @@ def _log_hyperparameters(cfg: DictConfig, net: torch.nn.Module, loggers: list[Lo
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    """Best checkpoint of the monitored metric, else ``last.ckpt``, else None.
+
+    A best score of 0 (e.g. val/f1 still 0 at the 0.5 threshold in a short run)
+    selects nothing, so the last weights are used instead of the first epoch's.
+    """
     cb = trainer.checkpoint_callback
     if cb is None:
         return None
-    for path in (getattr(cb, "best_model_path", ""), getattr(cb, "last_model_path", "")):
+    best = getattr(cb, "best_model_path", "")
+    score = getattr(cb, "best_model_score", None)
+    if score is not None and getattr(cb, "mode", "min") == "max" and float(score) <= 0.0:
+        best = ""
+    for path in (best, getattr(cb, "last_model_path", "")):
         if path and Path(path).is_file():
             return str(path)
     return None
@@ -279,6 +288,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         metric_dict["val/f1_tuned"] = exported["val"]["f1"]
         module.det_threshold = exported["val"]["threshold"]
         objects["export"] = exported
+    if trainer.world_size > 1:  # every rank tests at rank 0's tuned threshold
+        module.det_threshold = float(trainer.strategy.broadcast(module.det_threshold, src=0))
 
     if cfg.get("test", False):
         if not datamodule.stems("test"):
