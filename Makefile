@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 PIP := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(PY) -m pip
 SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 # Science modules type-checked with mypy (Lightning/Hydra wrappers excluded).
-MYPY_PATHS := atd_dl/errors.py atd_dl/io atd_dl/prep atd_dl/labels atd_dl/detect atd_dl/evaluate
+MYPY_PATHS := atd_dl/errors.py atd_dl/io atd_dl/prep atd_dl/labels atd_dl/sim atd_dl/data atd_dl/detect atd_dl/evaluate atd_dl/baselines atd_dl/models atd_dl/losses.py
 DEMO_DIR ?= demo_output
 
 .PHONY: install system-deps demo test lint typecheck pytest bench clean
