@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
+from _common import best_of
 
 
 def _frame(size: int, seed: int) -> tuple[np.ndarray, str, object]:
@@ -40,17 +40,6 @@ def _frame(size: int, seed: int) -> tuple[np.ndarray, str, object]:
 
         img, _ = make_star_field((size, size), size * size // 400, fwhm=1.8, min_sep=3.0, seed=seed)
         return img, f"gaussian stars ({type(err).__name__}: {err})", None
-
-
-def _best(fn, repeat: int):
-    best = (None, float("inf"), float("inf"))
-    for _ in range(repeat):
-        c0, t0 = time.process_time(), time.perf_counter()
-        out = fn()
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        if wall < best[1]:
-            best = (out, wall, cpu)
-    return best
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             ("paper-low", float(finder.sweep_values("paper")[0])),
         ):
             try:
-                cat, wall, cpu = _best(
+                cat, wall, cpu = best_of(
                     lambda f=finder, t=thr: f(image, wcs=wcs, threshold=t), args.repeat
                 )
             except BaselineUnavailable as err:

@@ -18,20 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
-
-
-def _best(fn, repeat: int):
-    best = (None, float("inf"), float("inf"))
-    for _ in range(repeat):
-        c0, t0 = time.process_time(), time.perf_counter()
-        out = fn()
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        if wall < best[1]:
-            best = (out, wall, cpu)
-    return best
+from _common import best_of
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,13 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, dict] = {}
     rng = np.random.default_rng(0)
 
-    _, w, c = _best(lambda: simulate_binary_stamps(SynthConfig(n_sources=500)), args.repeat)
+    _, w, c = best_of(lambda: simulate_binary_stamps(SynthConfig(n_sources=500)), args.repeat)
     res["simulate_1000_stamps"] = {"wall_s": w, "cpu_s": c}
 
     frame = rng.normal(100.0, 5.0, (2048, 2048)).astype(np.float32)
     xs, ys = rng.uniform(0, 2047, 10_000), rng.uniform(0, 2047, 10_000)
     for zoom in (1.0, 0.4):
-        _, w, c = _best(
+        _, w, c = best_of(
             lambda z=zoom: normalize_stamps(cut_stamps(frame, xs, ys, 32, zoom=z)[0]), args.repeat
         )
         res[f"cut_10000_zoom{zoom}"] = {"wall_s": w, "cpu_s": c, "stamps_per_s": 10_000 / w}
@@ -81,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.synchronize()
 
         step()
-        _, w, c = _best(step, args.repeat)
+        _, w, c = best_of(step, args.repeat)
         res[f"train_step_width{width}"] = {"wall_s": w, "stamps_per_s": 128 / w}
 
     if (default_binary_model_dir() / "model.safetensors").is_file():
@@ -90,10 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         net = BinaryResNet(1, width=16, extra_convs=1).eval()
         meta = {"input": StampGeometry().to_dict(), "threshold": 0.5}
     stamps = rng.normal(size=(4096, 1, 32, 32)).astype(np.float32)
-    _, w, c = _best(lambda: predict_proba(net, stamps, device=dev), args.repeat)
+    _, w, c = best_of(lambda: predict_proba(net, stamps, device=dev), args.repeat)
     res["infer_4096"] = {"wall_s": w, "stamps_per_s": 4096 / w}
     cat = Table({"x": xs[:2000], "y": ys[:2000]})
-    _, w, c = _best(
+    _, w, c = best_of(
         lambda: classify_detections(frame, cat, net, meta, pixel_scale=0.25, device=dev),
         args.repeat,
     )

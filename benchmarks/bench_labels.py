@@ -17,22 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _best(fn, repeat: int):
-    """(result, best wall seconds, CPU seconds of that run)."""
-    best = (None, float("inf"), float("inf"))
-    for _ in range(repeat):
-        c0, t0 = time.process_time(), time.perf_counter()
-        out = fn()
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        if wall < best[1]:
-            best = (out, wall, cpu)
-    return best
+from _common import best_of
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,20 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     r = args.repeat
     t: dict[str, tuple[float, float]] = {}
 
-    raw, *t["read"] = _best(lambda: read_frame(frame_path), r)
-    cal, *t["calibrate"] = _best(lambda: calibrate(raw, masters), r)
-    enh, *t["enhance"] = _best(lambda: enhance_frame(cal.data, cal.mask), r)
-    cat, *t["catalog_read"] = _best(lambda: read_reference_catalog(cat_path), r)
-    proj, *t["catalog_project"] = _best(
+    raw, *t["read"] = best_of(lambda: read_frame(frame_path), r)
+    cal, *t["calibrate"] = best_of(lambda: calibrate(raw, masters), r)
+    enh, *t["enhance"] = best_of(lambda: enhance_frame(cal.data, cal.mask), r)
+    cat, *t["catalog_read"] = best_of(lambda: read_reference_catalog(cat_path), r)
+    proj, *t["catalog_project"] = best_of(
         lambda: project_catalog(cat, cal.wcs, cal.shape, epoch=cal.date_obs), r
     )
     gain = float(cal.gain)
     bad = cal.mask & ~cal.saturated
-    seg, *t["l_segment"] = _best(
+    seg, *t["l_segment"] = best_of(
         lambda: segment_threshold(cal.data, enh.background, enh.background_rms, mask=bad), r
     )
     x, y = np.asarray(proj["x"], float), np.asarray(proj["y"], float)
-    _, *t["l_box_snr"] = _best(
+    _, *t["l_box_snr"] = best_of(
         lambda: box_snr(
             cal.data,
             x,
@@ -98,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         r,
     )
-    _, *t["l_blob_snr_all"] = _best(
+    _, *t["l_blob_snr_all"] = best_of(
         lambda: blob_snr(
             cal.data,
             seg.x,
@@ -126,14 +114,14 @@ def main(argv: list[str] | None = None) -> int:
             config=cfg,
         )
 
-    res, *t["labels_default"] = _best(lambda: labels(LabelConfig()), r)
-    _, *t["labels_fixed_fwhm"] = _best(lambda: labels(LabelConfig(psf_fwhm=res.psf_fwhm)), r)
-    _, *t["labels_all_blob_snr"] = _best(lambda: labels(LabelConfig(blob_snr="all")), r)
-    _, *t["labels_paper_untrimmed"] = _best(lambda: labels(LabelConfig(trim=None)), r)
+    res, *t["labels_default"] = best_of(lambda: labels(LabelConfig()), r)
+    _, *t["labels_fixed_fwhm"] = best_of(lambda: labels(LabelConfig(psf_fwhm=res.psf_fwhm)), r)
+    _, *t["labels_all_blob_snr"] = best_of(lambda: labels(LabelConfig(blob_snr="all")), r)
+    _, *t["labels_paper_untrimmed"] = best_of(lambda: labels(LabelConfig(trim=None)), r)
     out = args.work / "bench_out"
-    _, *t["overlay_png"] = _best(lambda: write_overlay(out / "overlay.png", enh.image8, res), r)
+    _, *t["overlay_png"] = best_of(lambda: write_overlay(out / "overlay.png", enh.image8, res), r)
     cfgp = PrepConfig()
-    _, *t["prep_frame_end_to_end"] = _best(
+    _, *t["prep_frame_end_to_end"] = best_of(
         lambda: prepare_frame(
             frame_path, run / "catalogs", out, test=False, config=cfgp, masters=masters
         ),

@@ -23,6 +23,8 @@ import numpy as np
 from astropy.table import Table
 from astropy.wcs import WCS
 
+from atd_dl.detect.flags import SourceFlag
+from atd_dl.detect.postprocess import STANDARD_COLUMNS
 from atd_dl.errors import InputError
 
 __all__ = [
@@ -40,35 +42,22 @@ __all__ = [
     "gaussian_kernel",
     "make_catalog",
     "neighbourhood_any",
+    "position_error",
     "prepare_image",
     "sweep",
 ]
 
-#: Standard catalog columns, in order (``ra``, ``dec`` only when a WCS is given).
-CATALOG_COLUMNS: tuple[str, ...] = (
-    "id",
-    "x",
-    "y",
-    "x_err",
-    "y_err",
-    "ra",
-    "dec",
-    "flux",
-    "flux_err",
-    "snr",
-    "area",
-    "circularity",
-    "peak",
-    "prob",
-    "flags",
-)
+#: Standard catalog columns, in order (``ra``, ``dec`` only when a WCS is given); the one
+#: list of ``docs/DESIGN.md`` that the network's post-processing uses too.
+CATALOG_COLUMNS: tuple[str, ...] = STANDARD_COLUMNS
 
-FLAG_BLENDED = 1  #: blended / deblended child
-FLAG_TRAIL = 2  #: elongated trail (not set by classical finders)
-FLAG_SATURATED = 4  #: saturated pixel(s) at the source
-FLAG_MASKED = 8  #: touches masked / non-finite pixels
-FLAG_EDGE = 16  #: centre within ``edge`` px of the image border
-FLAG_LOW_SNR = 32  #: SNR below the finder's low-SNR mark
+# flag bits: the values of atd_dl.detect.flags.SourceFlag, as plain ints
+FLAG_BLENDED = int(SourceFlag.BLENDED)  #: blended / deblended child
+FLAG_TRAIL = int(SourceFlag.TRAIL)  #: elongated trail (not set by classical finders)
+FLAG_SATURATED = int(SourceFlag.SATURATED)  #: saturated pixel(s) at the source
+FLAG_MASKED = int(SourceFlag.MASKED)  #: touches masked / non-finite pixels
+FLAG_EDGE = int(SourceFlag.NEAR_EDGE)  #: centre within ``edge`` px of the image border
+FLAG_LOW_SNR = int(SourceFlag.LOW_SNR)  #: SNR below the finder's low-SNR mark
 
 
 class BaselineUnavailable(RuntimeError):
@@ -251,6 +240,13 @@ def neighbourhood_any(
             xx = np.clip(xi + dx, 0, nx - 1)
             out |= flag_image[yy, xx]
     return out
+
+
+def position_error(sigma_psf: float, snr: np.ndarray) -> np.ndarray:
+    """Centroid 1-σ error ``σ_PSF / SNR`` (px) per source; NaN where the SNR is not positive."""
+    snr = np.asarray(snr, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(snr > 0, sigma_psf / snr, np.nan)
 
 
 def _column(values: Any, n: int, dtype: Any = float) -> np.ndarray:

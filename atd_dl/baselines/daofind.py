@@ -32,11 +32,12 @@ from atd_dl.baselines.base import (
     BaseFinder,
     estimate_background,
     make_catalog,
+    position_error,
     prepare_image,
     sweep,
 )
 
-__all__ = ["DAOFindFinder", "aperture_snr", "dao_star_finder"]
+__all__ = ["DAOFindFinder", "aperture_snr", "dao_centroids", "dao_star_finder", "run_dao_finder"]
 
 
 def dao_star_finder(
@@ -78,6 +79,29 @@ def _col(table: Table, *names: str) -> np.ndarray:
         if name in table.colnames:
             return np.asarray(table[name], dtype=float)
     raise KeyError(f"none of {names} in DAOStarFinder output {table.colnames}")
+
+
+def run_dao_finder(finder: Any, image: np.ndarray, bad: np.ndarray) -> Table | None:
+    """Run a ``DAOStarFinder`` on ``image`` with ``bad`` pixels masked; None when nothing is found.
+
+    photutils' "No sources were found" warning is silenced (an empty frame is no error).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*No sources were found.*")
+        found = finder(image, mask=bad if bad.any() else None)
+    if found is None or len(found) == 0:
+        return None
+    return found
+
+
+def dao_centroids(found: Table | None) -> tuple[np.ndarray, np.ndarray]:
+    """0-based ``(x, y)`` centroids of ``DAOStarFinder`` output (photutils 2.x or ≥ 3 names).
+
+    ``None`` (nothing found) gives two empty arrays.
+    """
+    if found is None:
+        return np.zeros(0), np.zeros(0)
+    return _col(found, "x_centroid", "xcentroid"), _col(found, "y_centroid", "ycentroid")
 
 
 def aperture_snr(
@@ -161,22 +185,15 @@ class DAOFindFinder(BaseFinder):
             roundness_range=self.roundness_range,
             min_separation=self.min_separation,
         )
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*No sources were found.*")
-            found = finder(sub, mask=bad if bad.any() else None)
-        if found is None or len(found) == 0:
-            found = None
+        found = run_dao_finder(finder, sub, bad)
         n = 0 if found is None else len(found)
-        x = np.zeros(0) if found is None else _col(found, "x_centroid", "xcentroid")
-        y = np.zeros(0) if found is None else _col(found, "y_centroid", "ycentroid")
+        x, y = dao_centroids(found)
         radius = self.aperture_radius or self.fwhm
         flux, ferr, snr = aperture_snr(
             sub, x, y, radius, rms, gain=self.gain, mask=bad if bad.any() else None
         )
         saturated = (img >= self.saturation) & ~bad if self.saturation else None
-        sigma_psf = self.fwhm / 2.3548
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pos_err = np.where(snr > 0, sigma_psf / snr, np.nan)
+        pos_err = position_error(self.fwhm / 2.3548, snr)
         extra: dict[str, Any] = {}
         if found is not None:
             extra = {

@@ -61,6 +61,7 @@ from atd_dl.baselines.base import (
     estimate_background,
     make_catalog,
     neighbourhood_any,
+    position_error,
     prepare_image,
     sweep,
 )
@@ -528,8 +529,7 @@ class PsphotFinder(BaseFinder):
         flags[neighbourhood_any(sat_pix, x, y)] |= FLAG_SATURATED
         flags[neighbourhood_any(bad, x, y)] |= FLAG_MASKED
         suspect = neighbourhood_any((mbits & SUSPECT_BITS) != 0, x, y)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pos_err = np.where(snr > 0, sigma / snr, np.nan)
+        pos_err = position_error(sigma, snr)
         foot_area = (
             ndimage.sum_labels(np.ones_like(foot), foot, foot[ys, xs]) if len(ys) else np.zeros(0)
         )

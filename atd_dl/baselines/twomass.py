@@ -51,10 +51,11 @@ from atd_dl.baselines.base import (
     BaseFinder,
     estimate_background,
     make_catalog,
+    position_error,
     prepare_image,
     sweep,
 )
-from atd_dl.baselines.daofind import dao_star_finder
+from atd_dl.baselines.daofind import dao_centroids, dao_star_finder, run_dao_finder
 
 __all__ = [
     "DENSITY_RULES",
@@ -370,9 +371,7 @@ def measure_fwhm(
         found = finder(sub, mask=mask)
     if found is None or len(found) == 0:
         return float("nan")
-    xcol = "x_centroid" if "x_centroid" in found.colnames else "xcentroid"
-    ycol = "y_centroid" if "y_centroid" in found.colnames else "ycentroid"
-    xy = np.column_stack([np.asarray(found[xcol], float), np.asarray(found[ycol], float)])
+    xy = np.column_stack(dao_centroids(found))
     ny, nx = sub.shape
     inside = (xy[:, 0] > 8) & (xy[:, 0] < nx - 9) & (xy[:, 1] > 8) & (xy[:, 1] < ny - 9)
     if len(xy) > 1:
@@ -537,18 +536,10 @@ class TwoMassFinder(BaseFinder):
             roundness_range=finder.roundness_range,
             min_separation=finder.min_separation,
         )
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*No sources were found.*")
-            found = dao(sub, mask=bad if bad.any() else None)
+        found = run_dao_finder(dao, sub, bad)
         n_dao = 0 if found is None else len(found)
-        if n_dao:
-            xcol = "x_centroid" if "x_centroid" in found.colnames else "xcentroid"
-            ycol = "y_centroid" if "y_centroid" in found.colnames else "ycentroid"
-            x = np.asarray(found[xcol], float)
-            y = np.asarray(found[ycol], float)
-            dao_sharp = np.asarray(found["sharpness"], float)
-        else:
-            x = y = dao_sharp = np.zeros(0)
+        x, y = dao_centroids(found)
+        dao_sharp = np.zeros(0) if found is None else np.asarray(found["sharpness"], float)
         ny, nx = img.shape
         reject = np.zeros(n_dao, dtype="U10")
         # 3. edge margins
@@ -616,7 +607,7 @@ class TwoMassFinder(BaseFinder):
             extra["mag_2mass"] = to_2mass_magnitude(m_cal)
         if finder.keep_rejected:
             extra["reject"] = reject
-        pos_err = np.where(snr[sel] > 0, sigma / np.where(snr[sel] > 0, snr[sel], 1.0), np.nan)
+        pos_err = position_error(sigma, snr[sel])
         params = {
             "n1": finder.n1,
             "n2": n2,

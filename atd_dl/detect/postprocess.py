@@ -47,12 +47,16 @@ from atd_dl.detect import deblend
 from atd_dl.detect.centroid import aperture_fluxes, estimate_fwhm, weighted_centroids
 from atd_dl.detect.flags import SourceFlag
 
-CATALOG_COLUMNS: tuple[str, ...] = (
+#: Detection catalog columns of ``docs/DESIGN.md``, in order (``ra``, ``dec`` only when a WCS
+#: is known). Shared by every catalog producer, the classical baselines included.
+STANDARD_COLUMNS: tuple[str, ...] = (
     "id",
     "x",
     "y",
     "x_err",
     "y_err",
+    "ra",
+    "dec",
     "flux",
     "flux_err",
     "snr",
@@ -61,6 +65,12 @@ CATALOG_COLUMNS: tuple[str, ...] = (
     "peak",
     "prob",
     "flags",
+)
+
+#: Columns of :func:`extract_sources`: the standard ones without a sky position (the
+#: pipeline adds ``ra``/``dec``) plus ``parent`` of deblended children.
+CATALOG_COLUMNS: tuple[str, ...] = (
+    *(c for c in STANDARD_COLUMNS if c not in ("ra", "dec")),
     "parent",
 )
 
