@@ -399,7 +399,7 @@ def test_cli_classify_binaries_with_report(tmp_path: Path, capsys) -> None:
     assert rc == 1  # missing.npy failed, others written
     with open(out) as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["file"] for r in rows] == ["a.npy", "b.fits", "c.png"]
+    assert [r["stamp"] for r in rows] == ["a.npy", "b.fits", "c.png"]
     assert all(0.0 <= float(r["p_binary"]) <= 1.0 for r in rows)
     assert (tmp_path / "rep" / "confusion.png").is_file()
     assert "missing.npy" in capsys.readouterr().err

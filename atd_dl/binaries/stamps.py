@@ -321,6 +321,7 @@ def read_stamp_set(folder: str | Path) -> StampSet:
         for key in recs[0].keys() if recs else []:
             if key not in skip:
                 table[key] = _column([r[key] for r in recs])
+    table["index"] = np.arange(sum(len(lab) for lab in labels))
     st = StampSet(
         np.concatenate(imgs),
         np.concatenate(labels).astype(np.int64),

@@ -42,8 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Simulate and write the stamp set; exit code 0."""
-    import numpy as np
-
     from atd_dl.binaries.splits import group_split
     from atd_dl.binaries.stamps import StampGeometry, write_stamp_set
     from atd_dl.binaries.synth import SynthConfig, profiles_from_names, simulate_binary_stamps
@@ -74,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
         _preview(stamps, args.out / "preview.png")
     n_bin = int((stamps.labels == 1).sum())
     print(f"binary-stamps: {len(stamps)} stamps ({n_bin} binary) -> {args.out}")
-    _ = np  # keep numpy import local to the command
     return 0
 
 

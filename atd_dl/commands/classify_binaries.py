@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Run the visual-binary classifier on a stamp folder: a file,label CSV, a folder "
             "with labels.csv, a folder of .npy/.fits/.png stamps, or a stamp set from "
-            "`atd-dl binary-stamps`. Writes file,label,p_binary,binary per stamp; with "
+            "`atd-dl binary-stamps`. Writes stamp,label,p_binary,binary per stamp (stamp = file name, or the row index of a stamp set); with "
             "--report and known labels also the classification report and confusion matrix."
         ),
     )
@@ -67,13 +67,14 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(args.stamps, "no readable stamps")
     thr = float(meta.get("threshold", 0.5) if args.threshold is None else args.threshold)
     p = predict_proba(net, stamps.images, batch_size=args.batch_size, device=args.device)
-    names = stamps.table.get("file", np.arange(len(stamps)))
+    # file names (CSV / folders) or row numbers of a stamp set (stamps.csv "index")
+    names = stamps.table.get("file", stamps.table.get("index", np.arange(len(stamps))))
     src = args.stamps
     out = args.out or src.with_name(f"{src.stem if src.is_file() else src.name}_binaries.csv")
     with atomic_output(out) as tmp:
         with open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["file", "label", "p_binary", "binary"])
+            w.writerow(["stamp", "label", "p_binary", "binary"])
             for name, lab, pb in zip(names, stamps.labels, p):
                 w.writerow([name, "" if lab < 0 else int(lab), f"{pb:.4f}", int(pb >= thr)])
     n_bin = int((p >= thr).sum())
