@@ -58,6 +58,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plane", type=int, default=None, help="plane of a 3-D cube")
     p.add_argument("--gain", type=float, default=None, help="gain e-/ADU (overrides the header)")
     p.add_argument("--edge", type=float, default=3.0, help="px from the border for NEAR_EDGE")
+    p.add_argument(
+        "--binaries",
+        nargs="?",
+        const="default",
+        default=None,
+        metavar="MODEL_DIR",
+        help="classify each detection with the visual-binary stamp classifier (shipped one "
+        "unless MODEL_DIR is given): adds p_binary/binary columns and flag 64",
+    )
     p.add_argument("--overwrite", action="store_true", help="redo frames whose outputs exist")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
@@ -88,6 +97,12 @@ def run(args: argparse.Namespace) -> int:
     )
     model, meta = load_detector(args.model, device=args.device)
     detector = Detector(model, meta, config)
+    if args.binaries is not None:
+        from atd_dl.binaries.model import load_binary_model
+
+        detector.binary_model = load_binary_model(
+            None if args.binaries == "default" else args.binaries
+        )
     masters = load_masters(args.bias, args.dark, args.flat)
     output = OutputConfig(
         args.out,

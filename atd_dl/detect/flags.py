@@ -33,6 +33,7 @@ class SourceFlag(enum.IntFlag):
     MASKED = 8
     NEAR_EDGE = 16
     LOW_SNR = 32
+    BINARY = 64
 
 
 FLAG_DESCRIPTIONS: dict[SourceFlag, str] = {
@@ -42,6 +43,7 @@ FLAG_DESCRIPTIONS: dict[SourceFlag, str] = {
     SourceFlag.MASKED: "masked/NaN pixels in/next to source",
     SourceFlag.NEAR_EDGE: "centroid near the frame edge",
     SourceFlag.LOW_SNR: "aperture SNR below low_snr",
+    SourceFlag.BINARY: "visual-binary candidate (optional stamp classifier, detect --binaries)",
 }
 
 

@@ -49,6 +49,7 @@ from astropy.utils.exceptions import AstropyWarning
 
 from atd_dl import __version__
 from atd_dl.detect.catalog_io import file_sha256, write_catalog
+from atd_dl.detect.flags import SourceFlag
 from atd_dl.detect.postprocess import Extraction, PostprocessConfig, _empty_catalog, segment_sources
 from atd_dl.errors import InputError
 from atd_dl.io.atomic import atomic_write_text
@@ -282,6 +283,9 @@ class Detector:
         self.config = config or DetectConfig()
         self.channels = input_channels(self.meta)
         self._predictor: Any = None
+        # optional visual-binary stamp classifier: (network, meta) from
+        # atd_dl.binaries.model.load_binary_model; adds p_binary / binary and flag BINARY
+        self.binary_model: tuple[Any, dict[str, Any]] | None = None
         if self.config.threshold is not None:
             self.threshold = float(self.config.threshold)
             self.threshold_source = "user"
@@ -366,7 +370,25 @@ class Detector:
                 config=self.config.postprocess,
             )
         add_sky_coordinates(ex.catalog, frame.wcs)
+        if self.binary_model is not None and len(ex.catalog):
+            ex.catalog = self._classify_binaries(prepared, ex.catalog)
         return ex
+
+    def _classify_binaries(self, prepared: PreparedFrame, catalog: Table) -> Table:
+        """Add the visual-binary probability columns and the BINARY flag bit."""
+        from atd_dl.binaries.classify import classify_detections
+
+        assert self.binary_model is not None
+        net, meta = self.binary_model
+        frame = prepared.frame
+        image = prepared.image_e if prepared.image_e is not None else frame.data
+        out = classify_detections(
+            image, catalog, net, meta, wcs=frame.wcs, mask=frame.mask, device="cpu"
+        )
+        flags = np.asarray(out["flags"]).astype(np.int64)
+        flags[np.asarray(out["binary"], bool)] |= int(SourceFlag.BINARY)
+        out["flags"] = flags.astype(np.asarray(catalog["flags"]).dtype)
+        return out
 
     def catalog_meta(self, prepared: PreparedFrame, ex: Extraction) -> dict[str, Any]:
         """Metadata written with the catalog (see :data:`atd_dl.detect.catalog_io.FITS_KEYS`)."""

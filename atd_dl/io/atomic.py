@@ -25,6 +25,11 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     tmp.unlink()
     try:
         yield tmp
+        if tmp.exists():
+            # mkstemp names are private (0600); give the result the usual umask permissions
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -309,6 +309,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Body of the ``@hydra.main`` entry points: train and return the optimised metric."""
+    """Body of the ``@hydra.main`` entry points: train and return the optimised metric.
+
+    ``task_kind: binary_classifier`` (set by ``experiment=binary_classifier``) trains the
+    visual-binary stamp classifier instead of the segmentation network.
+    """
+    if cfg.get("task_kind") == "binary_classifier":
+        from atd_dl.lit.binary import train_binary
+
+        return get_metric_value(train_binary(cfg), cfg.get("optimized_metric"))
     metric_dict, _ = train(cfg)
     return get_metric_value(metric_dict, cfg.get("optimized_metric"))
