@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
                 str(det_dir / f"{name}.cat.ecsv"),
                 "--reference",
                 str(sim_dir / "truth" / f"{name}.ecsv"),
+                "--frame",
+                str(frame),
                 "--out",
                 str(eval_dir),
             ],

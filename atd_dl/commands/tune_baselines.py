@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Tune every requested baseline; prints the winning parameters."""
-    from atd_dl.baselines.tuning import tune_baseline
+    from atd_dl.baselines.tuning import DEFAULT_GRIDS, tune_baseline
     from atd_dl.evaluate.benchmark import frame_loader
     from atd_dl.evaluate.references import load_test_set, read_table
     from atd_dl.io.atomic import atomic_output, atomic_write_text
@@ -57,9 +57,10 @@ def run(args: argparse.Namespace) -> int:
         res = tune_baseline(name, frames, refs, thresholds=args.sweep, min_snr=args.snr_min)
         tuned[name] = {"params": res.params, "best": res.best}
         best = res.best
+        shown = {k: res.params[k] for k in ["threshold", *DEFAULT_GRIDS.get(name, {})]}
         print(
             f"{name:<11} F1 {best['f1']:.4f} (P {best['precision']:.4f}, R {best['recall']:.4f}) "
-            f"with {res.params}"
+            f"with {shown}"
         )
         flags += [
             f"--baseline-param {name}.{k}={v}" for k, v in res.params.items() if k != "threshold"
