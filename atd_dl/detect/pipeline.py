@@ -73,7 +73,7 @@ class DetectConfig:
     """How frames are processed (everything but the model and the outputs)."""
 
     threshold: float | None = None  # None: the model's tuned threshold
-    tile: int = 512
+    tile: int | None = None  # None: automatic (whole frame on CPU, 1024² on CUDA)
     overlap: int = 64
     batch_size: int | None = None  # None: automatic
     device: str | None = None  # None: CUDA when available, else CPU
@@ -542,7 +542,7 @@ def detect_frame(
     *,
     threshold: float | None = None,
     masters: Any = None,
-    tile: int = 512,
+    tile: int | None = None,
     overlap: int = 64,
     batch_size: int | None = None,
     device: str | None = None,

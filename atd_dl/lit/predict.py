@@ -202,7 +202,7 @@ def predict_distributed(
         )
         module = FramePredictor(
             detector.model,
-            tile=detector.config.tile,
+            tile=detector.config.tile or 1024,
             overlap=detector.config.overlap,
             tiles_per_batch=detector.config.batch_size or 8,
         )
