@@ -197,3 +197,97 @@ def estimate_fwhm(
     if ok.sum() < 5:
         return float(default)
     return float(np.clip(2.3548 * np.median(s[ok]), 0.8, 20.0))
+
+
+def windowed_centroids(
+    image: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    fwhm: float,
+    *,
+    variance: np.ndarray | float | None = None,
+    bad: np.ndarray | None = None,
+    window_scale: float = 1.5,
+    iterations: int = 30,
+    tolerance: float = 2e-4,
+    max_shift: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gaussian-windowed iterative centroids (like SExtractor's XWIN/YWIN), vectorised.
+
+    Starting from ``x, y`` (0-based px), each step moves the position by
+    ``2·Σ w I (x_i − x) / Σ w I`` with ``w = exp(−r²/2σ²)``, over the pixels within ``4σ``
+    (background-subtracted ``image``; ``bad`` pixels get no weight). The window is wider
+    than the PSF, ``σ = window_scale·fwhm/2.3548``: with a window matched to an undersampled
+    PSF (FWHM ≈ 1.5 px) the fixed point is pulled towards pixel centres by up to 0.06 px;
+    at 1.5× the FWHM that pixel-phase bias stays under 0.01 px.
+    Sources whose window has no positive signal, or that would move by more than
+    ``max_shift`` px, keep their start position (``ok`` False). Returns
+    ``(x, y, x_err, y_err, ok)``; errors from ``variance`` (per pixel, image units²) when
+    given, else NaN.
+    """
+    x0 = np.asarray(x, float)
+    y0 = np.asarray(y, float)
+    n = x0.size
+    if n == 0:
+        empty = np.zeros(0)
+        return empty, empty, empty, empty, np.zeros(0, bool)
+    ny, nx = image.shape
+    sigma = window_scale * max(float(fwhm), 0.5) / 2.3548
+    h = int(np.ceil(4.0 * sigma)) + 1
+    oy, ox = np.mgrid[-h : h + 1, -h : h + 1]
+    ox = ox.ravel().astype(float)
+    oy = oy.ravel().astype(float)
+    cx = np.rint(x0).astype(int)
+    cy = np.rint(y0).astype(int)
+    px = cx[:, None] + ox[None, :].astype(int)
+    py = cy[:, None] + oy[None, :].astype(int)
+    inside = (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
+    pxc = np.clip(px, 0, nx - 1)
+    pyc = np.clip(py, 0, ny - 1)
+    val = np.where(inside, np.nan_to_num(image[pyc, pxc].astype(float)), 0.0)
+    if bad is not None:
+        inside &= ~bad[pyc, pxc]
+        val = np.where(inside, val, 0.0)
+    fx = px.astype(float)
+    fy = py.astype(float)
+    xc, yc = x0.copy(), y0.copy()
+    active = np.ones(n, bool)
+    ok = np.ones(n, bool)
+    r_max2 = (4.0 * sigma) ** 2
+    for _ in range(iterations):
+        dx = fx - xc[:, None]
+        dy = fy - yc[:, None]
+        r2 = dx * dx + dy * dy
+        w = np.where(inside & (r2 <= r_max2), np.exp(-0.5 * r2 / sigma**2), 0.0)
+        wi = w * val
+        s = wi.sum(axis=1)
+        good = s > 0
+        safe = np.where(good, s, 1.0)
+        step_x = np.where(good, 2.0 * (wi * dx).sum(axis=1) / safe, 0.0)
+        step_y = np.where(good, 2.0 * (wi * dy).sum(axis=1) / safe, 0.0)
+        ok &= good
+        step_x[~active] = 0.0
+        step_y[~active] = 0.0
+        xc += step_x
+        yc += step_y
+        active &= np.hypot(step_x, step_y) > tolerance
+        if not active.any():
+            break
+    ok &= np.hypot(xc - x0, yc - y0) <= max_shift
+    xc = np.where(ok, xc, x0)
+    yc = np.where(ok, yc, y0)
+    if variance is None:
+        x_err = np.full(n, np.nan)
+        y_err = np.full(n, np.nan)
+    else:
+        var = np.broadcast_to(np.asarray(variance, float), image.shape)
+        vpix = np.where(inside, var[pyc, pxc], 0.0)
+        dx = fx - xc[:, None]
+        dy = fy - yc[:, None]
+        r2 = dx * dx + dy * dy
+        w = np.where(inside & (r2 <= r_max2), np.exp(-0.5 * r2 / sigma**2), 0.0)
+        s = (w * val).sum(axis=1)
+        safe = np.where(s > 0, s, 1.0)
+        x_err = 2.0 * np.sqrt((w * w * vpix * dx * dx).sum(axis=1)) / safe
+        y_err = 2.0 * np.sqrt((w * w * vpix * dy * dy).sum(axis=1)) / safe
+    return xc, yc, x_err, y_err, ok
