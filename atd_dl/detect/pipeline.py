@@ -54,6 +54,7 @@ from atd_dl.detect.postprocess import Extraction, PostprocessConfig, _empty_cata
 from atd_dl.errors import InputError
 from atd_dl.io.atomic import atomic_write_text
 from atd_dl.io.fits_io import Frame, read_frame, write_fits_image
+from atd_dl.prep.network_input import SIGMA_INPUT_KIND, significance_planes
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class PreparedFrame:
     image_e: np.ndarray | None  # background-subtracted frame (electrons or ADU)
     rms_e: np.ndarray | None  # background rms map (same unit)
     background_rms_adu: np.ndarray | None
+    subtracted_adu: np.ndarray | None  # background-subtracted frame (ADU)
     gain: float | None
     unit: str  # "electron" or "adu"
     sha256: str | None
@@ -209,7 +211,18 @@ def prepare_frame(
     if not usable.any():
         notes.append(f"{name}: no finite unmasked pixel; empty catalog")
         return PreparedFrame(
-            frame, None, None, None, None, g, unit, sha, _calibration_label(masters), timings, notes
+            frame,
+            None,
+            None,
+            None,
+            None,
+            None,
+            g,
+            unit,
+            sha,
+            _calibration_label(masters),
+            timings,
+            notes,
         )
     t0 = time.perf_counter()
     enh = enhance_frame(
@@ -218,6 +231,7 @@ def prepare_frame(
         box=background_box,
         filter_size=background_filter,
         source=frame.path,
+        notes=notes,
     )
     scale = np.float32(g if g else 1.0)
     image_e = enh.subtracted * scale
@@ -233,6 +247,7 @@ def prepare_frame(
         image_e,
         rms_e,
         enh.background_rms,
+        enh.subtracted,
         g,
         unit,
         sha,
@@ -341,6 +356,15 @@ class Detector:
         if prepared.image8 is None:
             return np.zeros(prepared.frame.shape, dtype=np.float32)
         bad = prepared.frame.mask | ~np.isfinite(prepared.frame.data)
+        if self.meta.get("input") == SIGMA_INPUT_KIND:
+            assert prepared.subtracted_adu is not None and prepared.background_rms_adu is not None
+            sig = significance_planes(
+                prepared.subtracted_adu,
+                prepared.background_rms_adu,
+                bad=prepared.frame.mask,
+                saturated=prepared.frame.saturated,
+            )
+            return self.predictor.predict(sig)
         planes = model_input(
             prepared.image8,
             channels=self.channels,

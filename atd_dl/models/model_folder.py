@@ -46,7 +46,7 @@ __all__ = [
 WEIGHTS = "model.safetensors"
 MODEL_FILES = (WEIGHTS, "config.json", "thresholds.json")
 # how the model input is made from a frame (see DESIGN.md "Enhancement")
-INPUT_KINDS = {1: "zscale8", 3: "zscale8+rms+bad"}
+INPUT_KINDS = {1: "zscale8", 2: "sigma_asinh+bad", 3: "zscale8+rms+bad"}
 
 
 def default_model_dir() -> Path:

@@ -20,8 +20,9 @@ Choices (documented for users):
   Masked but finite pixels (e.g. saturated) go through the same mapping (so saturated
   stars stay white); non-finite pixels become 0. When Vmax <= Vmin (a constant frame)
   the image is all zeros and a ``RuntimeWarning`` is issued.
-* A frame without any unmasked finite pixel raises :class:`InputError`, as does a mask
-  so extensive that no background box has enough good pixels.
+* A frame without any unmasked finite pixel raises :class:`InputError`. When the
+  paper's estimator cannot work (e.g. many saturated or NaN pixels), a fallback chain
+  takes over (see :func:`estimate_background`) with a one-line note naming it.
 """
 
 from __future__ import annotations
@@ -86,6 +87,59 @@ def _valid_pixels(data: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return valid
 
 
+#: how far saturated / masked pixels are grown before the background statistics (px)
+MASK_DILATION_PX = 2
+
+
+def _dilate(mask: np.ndarray, iterations: int) -> np.ndarray:
+    from scipy.ndimage import binary_dilation
+
+    if iterations <= 0 or not mask.any():
+        return mask
+    return binary_dilation(mask, iterations=iterations)
+
+
+def _background2d(
+    data: np.ndarray,
+    bad: np.ndarray,
+    box: int,
+    filter_size: int,
+    exclude_percentile: float,
+    clip: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    box_shape = (min(int(box), data.shape[0]), min(int(box), data.shape[1]))
+    fs = filter_size if min(data.shape[0] // box_shape[0], data.shape[1] // box_shape[1]) > 1 else 1
+    bkg = Background2D(
+        data,
+        box_shape,
+        mask=bad,
+        filter_size=fs,
+        exclude_percentile=exclude_percentile,
+        sigma_clip=SigmaClip(sigma=3.0, maxiters=10) if clip else None,
+        bkg_estimator=MedianBackground(),
+        bkg_rms_estimator=MADStdBackgroundRMS(),
+    )
+    background = np.asarray(bkg.background, dtype=np.float32)
+    rms = np.asarray(bkg.background_rms, dtype=np.float32)
+    if not (np.all(np.isfinite(background)) and np.all(np.isfinite(rms)) and np.all(rms > 0)):
+        raise ValueError("non-finite or zero background rms")
+    return background, rms
+
+
+def _global_background(data: np.ndarray, good: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from astropy.stats import sigma_clipped_stats
+
+    _, median, std = sigma_clipped_stats(data[good], sigma=3.0, maxiters=10, stdfunc="mad_std")
+    if not np.isfinite(std) or std <= 0:  # quantised noise below 1 ADU: MAD is 0
+        std = float(np.std(data[good]))
+    if not np.isfinite(std):
+        raise ValueError("no finite statistics")
+    return (
+        np.full(data.shape, median, dtype=np.float32),
+        np.full(data.shape, std, dtype=np.float32),
+    )
+
+
 def estimate_background(
     data: np.ndarray,
     mask: np.ndarray | None = None,
@@ -94,43 +148,75 @@ def estimate_background(
     *,
     exclude_percentile: float = 10.0,
     source: str | Path | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """2-D background and background RMS maps (float32, ADU) of ``data`` ``[ny, nx]``.
 
-    ``mask`` True = pixel left out of the statistics (non-finite pixels always are).
-    Boxes with more than ``exclude_percentile`` % masked pixels are replaced by
-    interpolation. ``source`` only names the file in error messages.
-    Raises :class:`InputError` when no pixel is usable or no box has enough good pixels.
+    ``mask`` True = pixel left out of the statistics (non-finite pixels always are);
+    masked pixels (saturated cores, bleeds, NaN borders) are grown by
+    :data:`MASK_DILATION_PX` first, so the wings around them do not bias the boxes.
+
+    A valid frame never fails: the estimators are tried in order — sigma-clipped median
+    in ``box`` boxes (the paper's), the same accepting boxes up to 50 % masked, no
+    clipping, boxes twice as large, then one sigma-clipped global median and MAD rms —
+    and the first that gives finite maps wins. When a fallback is used a one-line note
+    naming it (and why) is logged and appended to ``notes``. ``source`` names the file.
+    Raises :class:`InputError` only when no pixel is usable; a constant frame gives its
+    value as background and an rms of 0 (with a note).
     """
     data = np.asarray(data, dtype=np.float32)
     if data.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {data.shape}")
+    if int(box) < 2:
+        raise ValueError(f"background box must be >= 2 px, got {box}")
     valid = _valid_pixels(data, mask)
     if not valid.any():
         raise InputError(source, "no unmasked finite pixels: cannot estimate the background")
-    box_shape = (min(int(box), data.shape[0]), min(int(box), data.shape[1]))
+    bad = _dilate(~valid, MASK_DILATION_PX)
+    if bad.all():
+        bad = ~valid
+    attempts = (
+        ("sigma-clipped median", box, exclude_percentile, True),
+        ("sigma-clipped median, boxes up to 50% masked", box, 50.0, True),
+        ("unclipped median", box, 50.0, False),
+        (f"unclipped median in {2 * box}px boxes", 2 * box, 50.0, False),
+    )
+    reasons: list[str] = []
+    for label, b, excl, clip in attempts:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                background, rms = _background2d(data, bad, b, filter_size, excl, clip)
+        except ValueError as err:
+            reasons.append(f"{label}: {str(err).splitlines()[0][:80]}")
+            continue
+        if reasons:
+            _note(notes, source, f"background from {label} ({'; '.join(reasons)})")
+        return background, rms
     try:
-        bkg = Background2D(
-            data,
-            box_shape,
-            mask=~valid,
-            filter_size=filter_size,
-            exclude_percentile=exclude_percentile,
-            sigma_clip=SigmaClip(sigma=3.0, maxiters=10),
-            bkg_estimator=MedianBackground(),
-            bkg_rms_estimator=MADStdBackgroundRMS(),
-        )
-        background = np.asarray(bkg.background, dtype=np.float32)
-        rms = np.asarray(bkg.background_rms, dtype=np.float32)
+        background, rms = _global_background(data, ~bad if (~bad).any() else valid)
     except ValueError as err:
-        masked_pct = 100.0 * (1.0 - valid.mean())
-        raise InputError(
-            source,
-            f"background estimation failed: too many masked pixels ({masked_pct:.1f}% masked; "
-            f"no {box_shape[0]}x{box_shape[1]} box has more than "
-            f"{100 - exclude_percentile:.0f}% good pixels) [{str(err).splitlines()[0]}]",
-        ) from None
+        raise InputError(source, f"cannot estimate the background: {err}") from None
+    masked_pct = 100.0 * (1.0 - valid.mean())
+    if not float(rms.max()) > 0:
+        _note(notes, source, "the unmasked pixels are constant: no noise to measure (rms 0)")
+        return background, rms
+    _note(
+        notes,
+        source,
+        f"background is one global median ({masked_pct:.1f}% of pixels masked; "
+        f"box estimators failed: {reasons[0]})",
+    )
     return background, rms
+
+
+def _note(notes: list[str] | None, source: str | Path | None, text: str) -> None:
+    import logging
+
+    line = f"{source}: {text}" if source is not None else text
+    logging.getLogger(__name__).warning(line)
+    if notes is not None:
+        notes.append(line)
 
 
 def stretch_to_uint8(image: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
@@ -186,6 +272,7 @@ def enhance_frame(
     filter_size: int = 3,
     exclude_percentile: float = 10.0,
     source: str | Path | None = None,
+    notes: list[str] | None = None,
 ) -> Enhanced:
     """Background-subtract the whole frame and ZScale-stretch it to 8 bits.
 
@@ -194,7 +281,13 @@ def enhance_frame(
     """
     data = np.asarray(data, dtype=np.float32)
     background, rms = estimate_background(
-        data, mask, box, filter_size, exclude_percentile=exclude_percentile, source=source
+        data,
+        mask,
+        box,
+        filter_size,
+        exclude_percentile=exclude_percentile,
+        source=source,
+        notes=notes,
     )
     subtracted = data - background
     image8, vmin, vmax = zscale_stretch(subtracted, mask, source=source)

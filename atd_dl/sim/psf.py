@@ -9,6 +9,7 @@ centroid equals its true position.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -24,6 +25,15 @@ RENDER_TIERS: tuple[tuple[float, int, int], ...] = (
 def moffat_alpha(fwhm: np.ndarray | float, beta: float) -> np.ndarray | float:
     """Moffat core width ``alpha`` (px) for a given FWHM (px) and ``beta``."""
     return fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+
+
+class PSFModel(Protocol):
+    """What :func:`add_stars` needs of a PSF: a Moffat ``beta`` and shape parameters by position."""
+
+    @property
+    def beta(self) -> float: ...
+
+    def params(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -124,7 +134,7 @@ def add_stars(
     x: np.ndarray,
     y: np.ndarray,
     flux_e: np.ndarray,
-    psf: MoffatPSF,
+    psf: PSFModel,
     *,
     tiers: tuple[tuple[float, int, int], ...] = RENDER_TIERS,
     chunk_pixels: int = 4_000_000,
