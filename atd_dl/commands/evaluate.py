@@ -24,14 +24,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "through the WCS of --frame, whose 3x3-aperture SNR defines the ground-truth set "
             "(SNR >= --snr-min). Reports the ATD-DL paper protocol and the strict one-to-one "
             "variant side by side, recall per SNR bin, astrometric RMS and growth / "
-            "false-positive rates. See docs/evaluation.md."
+            "false-positive rates. See docs/evaluation.md. "
+            "With --negative FRAME ..., no catalog is needed: the catalog-free mirrored-frame "
+            "test runs the model and SExtractor on each frame and on its reflection about "
+            "the background (2B - D), where every detection is false."
         ),
     )
-    p.add_argument("detections", type=Path, help="detection table (ECSV, CSV, FITS, VOTable)")
+    p.add_argument(
+        "detections",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="detection table (ECSV, CSV, FITS, VOTable); not with --negative",
+    )
     p.add_argument(
         "--reference",
-        required=True,
         type=Path,
+        default=None,
         help="truth table (x, y, snr_true) or reference catalog (ra, dec, mag; needs --frame)",
     )
     p.add_argument(
@@ -76,12 +85,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="image shape for the edge cut when no --frame is given",
     )
     p.add_argument(
-        "--out", type=Path, default=None, help="folder for metrics.json and matched/missed tables"
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for metrics.json and matched/missed tables (with --negative: a JSON file)",
     )
     p.add_argument(
         "--json", action="store_true", help="print the metrics as JSON instead of tables"
     )
-    p.set_defaults(func=run)
+    neg = p.add_argument_group(
+        "mirrored-frame test",
+        "catalog-free estimate of false detections: n_mirror / n_frame per frame, for the "
+        "model and for SExtractor at the threshold giving the same n_frame - n_mirror",
+    )
+    neg.add_argument(
+        "--negative",
+        nargs="+",
+        default=None,
+        metavar="FRAME",
+        help="FITS frames, folders or glob patterns to run the mirrored-frame test on",
+    )
+    neg.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model folder or Lightning .ckpt (default: the model shipped with atd-dl)",
+    )
+    neg.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="model probability threshold (default: the model's tuned one)",
+    )
+    neg.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
+    neg.add_argument("--hdu", default=None, help="HDU index or EXTNAME (default: first image)")
+    neg.add_argument(
+        "--no-sextractor", action="store_true", help="report the model only (skip SExtractor)"
+    )
+    p.set_defaults(func=run, _evaluate_parser=p)
 
 
 def _load_reference(args: argparse.Namespace, frame: Any) -> Any:
@@ -272,8 +313,137 @@ def print_metrics(metrics: dict[str, Any]) -> None:
     )
 
 
+def _hdu(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    return int(value) if value.strip().lstrip("-").isdigit() else value
+
+
+def _fmt_fraction(v: float) -> str:
+    if v != v:
+        return "–"
+    if v == float("inf"):
+        return "inf"
+    return f"{100 * v:.1f}"
+
+
+def format_negative_table(results: list[Any]) -> str:
+    """The mirrored-frame results as a compact fixed-width text table."""
+    head = (
+        f"{'frame':<34} {'detector':<19} {'thresh':>7} {'n_frame':>8} {'n_mirror':>8} "
+        f"{'false %':>8} {'n_real':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    for res in results:
+        name = Path(res.path).name if res.path else "frame"
+        for r in res.rows:
+            thr = f"{r.threshold:.3g}" + ("σ" if r.threshold_unit == "sigma" else "")
+            lines.append(
+                f"{name[:34]:<34} {r.detector:<19} {thr:>7} {r.n_frame:>8} {r.n_mirror:>8} "
+                f"{_fmt_fraction(r.false_fraction):>8} {r.n_real:>7}"
+            )
+            name = ""
+        if res.sextractor_note:
+            lines.append(f"{'':<34} {res.sextractor_note}")
+    return "\n".join(lines)
+
+
+def run_negative(args: argparse.Namespace) -> int:
+    """``atd-dl evaluate --negative``: 0 when every frame worked, 1 when any failed."""
+    import sys
+
+    from atd_dl.detect.pipeline import expand_inputs
+    from atd_dl.evaluate.negative import (
+        SEXTRACTOR_REFERENCE,
+        SEXTRACTOR_SCAN,
+        negative_test,
+    )
+    from atd_dl.evaluate.report import to_jsonable
+
+    def fail(msg: str) -> None:
+        failures.append(msg)
+        print(f"error: {msg}", file=sys.stderr)
+
+    failures: list[str] = []
+    paths, problems = expand_inputs(args.negative)
+    for _item, msg in problems:
+        fail(msg)
+    results = []
+    detector = None
+    if paths:
+        from atd_dl.detect.inference import load_detector
+        from atd_dl.detect.pipeline import DetectConfig, Detector
+
+        model, meta = load_detector(args.model, device=args.device)
+        detector = Detector(model, meta, DetectConfig(threshold=args.threshold, device=args.device))
+    for path in paths:
+        assert detector is not None
+        try:
+            results.append(
+                negative_test(path, detector, sextractor=not args.no_sextractor, hdu=_hdu(args.hdu))
+            )
+        except InputError as err:
+            fail(str(err))
+        except Exception as err:  # noqa: BLE001 - one bad frame must not stop the batch
+            first = str(err).splitlines()[0] if str(err) else ""
+            fail(f"{path}: {type(err).__name__}: {first}".rstrip(": "))
+            log.debug("frame failed", exc_info=True)
+    report = {
+        "test": "mirrored frame (2*B - D about the 2-D background); detections there are false",
+        "model": None
+        if detector is None
+        else {
+            "name": detector.meta.get("name"),
+            "path": detector.meta.get("path"),
+            "threshold": detector.threshold,
+            "threshold_source": detector.threshold_source,
+        },
+        "sextractor_scan_sigma": list(SEXTRACTOR_SCAN),
+        "sextractor_reference_sigma": SEXTRACTOR_REFERENCE,
+        "frames": [r.to_dict() for r in results],
+        "failures": failures,
+    }
+    if args.json:
+        print(json.dumps(to_jsonable(report), indent=1))
+    else:
+        if results:
+            print(format_negative_table(results))
+        for res in results:
+            for note in res.notes:
+                log.info(note)
+    if args.out is not None:
+        from atd_dl.io.atomic import atomic_write_text
+
+        out = args.out / "negative.json" if args.out.is_dir() else args.out
+        atomic_write_text(out, json.dumps(to_jsonable(report), indent=1) + "\n")
+        print(f"wrote {out}")
+    if failures:
+        if len(failures) > 1:
+            print(f"{len(failures)} inputs failed", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    """Evaluate and print; returns 0."""
+    """Evaluate and print; returns 0 (``--negative``: see :func:`run_negative`)."""
+    parser = getattr(args, "_evaluate_parser", None)
+    if args.negative is not None:
+        if args.detections is not None or args.reference is not None:
+            msg = "--negative takes FITS frames; DETECTIONS and --reference are not used with it"
+            if parser is None:
+                raise InputError(None, msg)
+            parser.error(msg)
+        return run_negative(args)
+    missing = [
+        name
+        for name, value in (("detections", args.detections), ("--reference", args.reference))
+        if value is None
+    ]
+    if missing:
+        msg = f"the following arguments are required: {', '.join(missing)}"
+        if parser is None:
+            raise InputError(None, msg)
+        parser.error(msg)
     metrics = evaluate_files(args)
     if args.json:
         from atd_dl.evaluate.report import to_jsonable

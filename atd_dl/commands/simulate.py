@@ -24,7 +24,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--n-frames", type=int, default=1, help="number of frames (default 1)")
-    p.add_argument("--preset", choices=["sparse", "paper", "dense"], default="paper")
+    p.add_argument(
+        "--preset",
+        choices=["sparse", "paper", "dense", "random"],
+        default="paper",
+        help="star density of the paper camera, or 'random': domain-randomised fields "
+        "(any PSF 1-6 px, noise regime, density, defects; docs/simulator.md)",
+    )
+    p.add_argument(
+        "--patches",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --preset random: write N 256x256 training patches (network input, "
+        "labels, points as .npz) into --out instead of frames",
+    )
+    p.add_argument(
+        "--fwhm", type=float, default=None, help="--preset random: fix the PSF FWHM (px)"
+    )
+    p.add_argument(
+        "--density",
+        default=None,
+        help="--preset random: fix the density, stars with optimal SNR>=3 per 1e6 px, "
+        "or a cell name: empty, sparse, paper, crowded",
+    )
+    p.add_argument(
+        "--hard",
+        action="store_true",
+        help="--preset random: always add nebulosity, defects, glow and trails",
+    )
     p.add_argument("--seed", type=int, default=0, help="run seed (camera, pointings, fields)")
     p.add_argument("--size", type=int, default=None, help="frame size in px (default 1600)")
     p.add_argument("--start-index", type=int, default=0, help="index of the first frame")
@@ -83,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n_frames < 1:
         raise InputError(None, f"--n-frames must be >= 1, got {args.n_frames}")
+    if args.preset == "random":
+        return _run_random(args)
+    if args.patches or args.fwhm is not None or args.density is not None or args.hard:
+        raise InputError(None, "--patches, --fwhm, --density and --hard need --preset random")
     if args.start_index < 0:
         raise InputError(None, f"--start-index must be >= 0, got {args.start_index}")
     overrides = _parse_overrides(args.overrides)
@@ -106,3 +138,58 @@ def run(args: argparse.Namespace) -> int:
     for name, problem in report.failed.items():
         print(f"  failed {name}: {problem}", file=sys.stderr)
     return 1 if report.failed else 0
+
+
+def _run_random(args: argparse.Namespace) -> int:
+    """``--preset random``: frames (frames/ + truth/) or training patches."""
+    from atd_dl.sim.randomized import DENSITY_CELLS, write_random_frames, write_training_set
+
+    if args.patches < 0:
+        raise InputError(None, f"--patches must be >= 0, got {args.patches}")
+    if args.fwhm is not None and not 0.5 <= args.fwhm <= 20.0:
+        raise InputError(None, f"--fwhm must be in [0.5, 20] px, got {args.fwhm}")
+    density = None
+    if args.density is not None:
+        if args.density in DENSITY_CELLS:
+            density = DENSITY_CELLS[args.density]
+        else:
+            try:
+                density = float(args.density)
+            except ValueError:
+                density = -1.0
+            if not 0.0 <= density <= 1e6:
+                raise InputError(
+                    None,
+                    f"--density must be a number in [0, 1e6] or one of "
+                    f"{', '.join(DENSITY_CELLS)}, got {args.density!r}",
+                )
+    size = args.size or (256 if args.patches else 1600)
+    if not 32 <= size <= 20000:
+        raise InputError(None, f"--size must be in [32, 20000], got {size}")
+    if args.patches:
+        n = write_training_set(
+            args.out,
+            args.patches,
+            seed=args.seed,
+            size=size,
+            start=args.start_index,
+            progress=not args.no_progress,
+        )
+        print(f"simulate: {n} patches written ({args.patches - n} already present) -> {args.out}")
+        return 0
+    written = write_random_frames(
+        args.out,
+        args.n_frames,
+        seed=args.seed,
+        size=size,
+        start=args.start_index,
+        fwhm=args.fwhm,
+        density=density,
+        hard=True if args.hard else None,
+        progress=not args.no_progress,
+    )
+    print(
+        f"simulate: {len(written)} random frames written "
+        f"({args.n_frames - len(written)} already present) -> {args.out}"
+    )
+    return 0

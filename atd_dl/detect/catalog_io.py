@@ -37,6 +37,8 @@ FITS_KEYS: dict[str, tuple[str, str]] = {
     "flux_unit": ("FLUXUNIT", "unit of flux, flux_err, peak"),
     "gain": ("GAIN", "[e-/ADU] gain used"),
     "fwhm_px": ("FWHM", "[px] PSF FWHM used (deblending, aperture)"),
+    "fwhm_source": ("FWHMSRC", "measured / header keyword / default"),
+    "fwhm_nstars": ("FWHMNST", "stars the FWHM was measured on"),
     "aper_rad": ("APERRAD", "[px] photometry aperture radius"),
     "bkg_rms": ("BKGRMS", "median background rms (flux unit)"),
     "n_sources": ("NSOURCES", "number of sources"),

@@ -55,6 +55,7 @@ from atd_dl.errors import InputError
 from atd_dl.io.atomic import atomic_write_text
 from atd_dl.io.fits_io import Frame, read_frame, write_fits_image
 from atd_dl.prep.network_input import SIGMA_INPUT_KIND, significance_planes
+from atd_dl.prep.psf_width import FwhmMeasurement, measure_fwhm
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class PreparedFrame:
     calibration: str
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    fwhm: FwhmMeasurement | None = None  # measured PSF width (None when empty)
 
     @property
     def empty(self) -> bool:
@@ -237,6 +239,12 @@ def prepare_frame(
     image_e = enh.subtracted * scale
     rms_e = enh.background_rms * scale
     timings["enhance"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fwhm = measure_fwhm(
+        enh.subtracted, enh.background_rms, frame.mask, header=frame.header, source=name
+    )
+    notes.extend(fwhm.notes)
+    timings["fwhm"] = time.perf_counter() - t0
     if frame.wcs is None:
         notes.append(f"{name}: no celestial WCS; pixel-only catalog (ra/dec NaN)")
     if not g:
@@ -254,6 +262,7 @@ def prepare_frame(
         _calibration_label(masters),
         timings,
         notes,
+        fwhm,
     )
 
 
@@ -392,6 +401,7 @@ class Detector:
                 poisson=prepared.unit == "electron",
                 unit=prepared.unit,
                 config=self.config.postprocess,
+                fwhm=None if prepared.fwhm is None else prepared.fwhm.fwhm,
             )
         add_sky_coordinates(ex.catalog, frame.wcs)
         if self.binary_model is not None and len(ex.catalog):
@@ -430,6 +440,8 @@ class Detector:
             "flux_unit": prepared.unit,
             "gain": prepared.gain,
             "fwhm_px": ex.fwhm,
+            "fwhm_source": prepared.fwhm.source if prepared.fwhm else "default",
+            "fwhm_nstars": prepared.fwhm.n_stars if prepared.fwhm else 0,
             "aper_rad": ex.aperture_radius,
             "bkg_rms": ex.background_rms,
             "n_sources": len(ex.catalog),

@@ -47,6 +47,7 @@ from atd_dl.detect import deblend
 from atd_dl.detect.centroid import (
     aperture_fluxes,
     estimate_fwhm,
+    local_background,
     weighted_centroids,
     windowed_centroids,
 )
@@ -109,6 +110,10 @@ class PostprocessConfig:
     aperture_method: str = "fast"  # "fast" (vectorised) or "exact" (photutils)
     default_fwhm: float = 2.0  # px, used when too few stars to measure it
     low_snr: float = 3.0  # LOW_SNR flag below this aperture SNR
+    # subtract the median of an annulus around each source (other sources and masked
+    # pixels excluded) from the aperture flux: corrects a frame background that is off
+    # near bright stars, nebulosity and in crowded fields
+    local_background: bool = True
     # "windowed": Eq. 16 centroid refined by a Gaussian-windowed iteration (like XWIN) for
     # isolated, non-trail sources; "segment": the paper's Eq. 16 over the segment pixels only
     centroid: str = "windowed"
@@ -131,6 +136,43 @@ def _empty_catalog(unit: u.UnitBase) -> Table:
     z = np.zeros(0)
     zi = np.zeros(0, dtype=np.int64)
     return _make_table(zi, z, z, z, z, z, z, z, zi, z, z, z, zi, zi, unit)
+
+
+def _local_background_correction(
+    img: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    radius: float,
+    fwhm: float,
+    flux: np.ndarray,
+    flux_err: np.ndarray,
+    seg: np.ndarray,
+    bad: np.ndarray | None,
+    rms: np.ndarray | float,
+    cfg: PostprocessConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Aperture flux minus area x annulus median (annulus from max(radius + 2, 2.5 FWHM),
+    width max(3, 1.5 FWHM) px); the median's error is added to ``flux_err``."""
+    r_in = max(radius + 2.0, 2.5 * fwhm)
+    r_out = r_in + max(3.0, 1.5 * fwhm)
+    exclude = seg > 0 if bad is None else (seg > 0) | bad
+    level, count = local_background(img, x, y, r_in, r_out, exclude=exclude)
+    area, _ = aperture_fluxes(
+        np.ones(img.shape, np.float32),
+        x,
+        y,
+        radius,
+        0.0,
+        poisson=False,
+        mask=bad,
+        method=cfg.aperture_method,
+    )
+    rms_at = np.broadcast_to(np.asarray(rms, dtype=np.float64), img.shape)[
+        np.clip(np.rint(y).astype(np.int64), 0, img.shape[0] - 1),
+        np.clip(np.rint(x).astype(np.int64), 0, img.shape[1] - 1),
+    ]
+    level_err = np.where(count > 0, 1.2533 * rms_at / np.sqrt(np.maximum(count, 1)), 0.0)
+    return flux - area * level, np.sqrt(flux_err**2 + (area * level_err) ** 2)
 
 
 def _make_table(
@@ -570,6 +612,10 @@ def segment_sources(
         mask=bad if any_bad else None,
         method=cfg.aperture_method,
     )
+    if cfg.local_background:
+        flux, flux_err = _local_background_correction(
+            img0, x, y, radius, used, flux, flux_err, seg, bad if any_bad else None, rms, cfg
+        )
     snr = np.where(flux_err > 0, flux / np.where(flux_err > 0, flux_err, 1.0), 0.0)
     flags[snr < cfg.low_snr] |= int(SourceFlag.LOW_SNR)
 

@@ -678,3 +678,63 @@ def write_training_set(
                 )
         written += 1
     return written
+
+
+# ---------------------------------------------------------------------------- frames
+
+
+def random_frame_name(seed: int, index: int) -> str:
+    """File stem of randomised frame ``index`` of run ``seed``."""
+    return f"rnd_s{seed}_{index:04d}"
+
+
+def write_random_frames(
+    out: str | os.PathLike,
+    n: int,
+    *,
+    seed: int,
+    size: int = 1600,
+    start: int = 0,
+    fwhm: float | None = None,
+    density: float | None = None,
+    hard: bool | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Write randomised frames ``<out>/frames/<name>.fits`` (uint16, header with GAIN,
+    RDNOISE, SATURATE) and their truth ``<out>/truth/<name>.ecsv``; existing frames are kept.
+
+    ``fwhm``, ``density`` (stars with optimal SNR >= 3 per 10^6 px, see
+    :data:`DENSITY_CELLS`) and ``hard`` fix those draws (:func:`draw_field_params`).
+    Frame ``k`` depends only on ``(seed, k)`` and the fixed values.
+    """
+    from astropy.io import fits
+
+    from atd_dl.sim.simulate import write_raw_fits, write_table
+
+    folder = Path(out)
+    written = []
+    it: Iterable[int] = range(start, start + n)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="simulate random", unit="frame")
+    for index in it:
+        name = random_frame_name(seed, index)
+        fpath = folder / "frames" / f"{name}.fits"
+        if fpath.exists():
+            continue
+        rng = np.random.default_rng([int(seed), int(index), 104729])
+        params = draw_field_params(rng, (size, size), fwhm=fwhm, density=density, hard=hard)
+        field = render_random_field(params, rng)
+        header = fits.Header()
+        header["OBJECT"] = (name, "domain-randomised simulated field")
+        header["EXPTIME"] = (1.0, "[s] nominal")
+        header["BUNIT"] = ("ADU", "raw counts, bias included")
+        for key, (value, comment) in field.header_cards().items():
+            header[key] = (value, comment)
+        header["SIMSEED"] = (seed, "simulation run seed")
+        header["SIMINDX"] = (index, "frame index within the run")
+        write_table(folder / "truth" / f"{name}.ecsv", field.truth)
+        write_raw_fits(fpath, field.image.astype(np.uint16), header)
+        written.append(fpath)
+    return written
