@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         type=Path,
         default=None,
-        help="model folder or Lightning .ckpt (default: the model shipped with atd-dl)",
+        help="model folder, Lightning .ckpt or shipped model name (default: 'default', the "
+        "generalist model; 'paper_camera' = the paper's camera; list: atd-dl models)",
     )
     p.add_argument("--out", type=Path, default=Path("detections"), help="output folder")
     p.add_argument(

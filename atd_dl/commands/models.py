@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from atd_dl.errors import InputError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -21,11 +23,66 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--base-width", type=int, default=None, help="override every model's base width")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--shipped",
+        action="store_true",
+        help="list the shipped trained models (name, network, input, threshold, card summary)",
+    )
     p.set_defaults(func=run)
+
+
+def shipped_rows() -> list[dict]:
+    """One row per shipped model folder (detectors, then binary classifiers)."""
+    from atd_dl.models.model_folder import shipped_models
+
+    rows = []
+    for kind in ("detector", "binary"):
+        for name, folder in shipped_models(kind).items():
+            cfg = json.loads((folder / "config.json").read_text())
+            thr_path = folder / "thresholds.json"
+            thr = (
+                json.loads(thr_path.read_text()).get("prob_threshold")
+                if thr_path.is_file()
+                else None
+            )
+            card = folder / "MODEL_CARD.md"
+            summary = ""
+            if card.is_file():
+                lines = [ln.strip() for ln in card.read_text().splitlines()]
+                summary = next((ln for ln in lines[1:] if ln and not ln.startswith("#")), "")
+            rows.append(
+                {
+                    "name": name,
+                    "kind": kind,
+                    "network": cfg.get("name"),
+                    "input": "stamps" if kind == "binary" else str(cfg.get("input", "")),
+                    "threshold": thr,
+                    "path": str(folder),
+                    "summary": summary,
+                }
+            )
+    return rows
 
 
 def run(args: argparse.Namespace) -> int:
     from atd_dl.models.flops import format_table, model_table
+
+    if args.shipped:
+        rows = shipped_rows()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        for r in rows:
+            thr = "" if r["threshold"] is None else f"threshold {r['threshold']:.3f}"
+            print(f"{r['name']:<16} {r['kind']:<9} {r['network']:<16} {r['input']:<18} {thr}")
+            if r["summary"]:
+                print(f"{'':<16} {r['summary']}")
+        print("use: atd-dl detect --model NAME ...; cards: atd_dl/weights/NAME/MODEL_CARD.md")
+        return 0
+    if args.base_width is not None and args.base_width < 1:
+        raise InputError(None, f"--base-width must be >= 1, got {args.base_width}")
+    if not 16 <= args.size <= 8192:
+        raise InputError(None, f"--size must be in [16, 8192], got {args.size}")
 
     extra = {} if args.base_width is None else {"base_width": args.base_width}
     rows = model_table(size=args.size, in_channels=args.in_channels, **extra)

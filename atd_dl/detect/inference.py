@@ -57,7 +57,7 @@ def configure_cpu_threads() -> int:
 def load_detector(
     path: str | Path | None = None, *, device: str | torch.device | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a model folder (default: the shipped model) or a Lightning ``.ckpt``.
+    """Load a model folder, a shipped model by name (default: ``default``) or a ``.ckpt``.
 
     Returns ``(model in eval mode on device, meta)``; ``meta`` as from
     :func:`atd_dl.models.model_folder.load_model_folder` (``name``, ``kwargs``,
@@ -68,7 +68,7 @@ def load_detector(
     from atd_dl.models.registry import build_model
 
     dev = resolve_device(device)
-    p = Path(path) if path is not None else mf.default_model_dir()
+    p = mf.resolve_model_dir(path)
     if p.is_dir():
         model, meta = mf.load_model_folder(p, map_location="cpu")
         meta = dict(meta)

@@ -34,6 +34,9 @@ __all__ = [
     "MODEL_FILES",
     "INPUT_KINDS",
     "default_model_dir",
+    "weights_dir",
+    "shipped_models",
+    "resolve_model_dir",
     "save_model_folder",
     "load_model_folder",
     "load_checkpoint",
@@ -49,9 +52,52 @@ MODEL_FILES = (WEIGHTS, "config.json", "thresholds.json")
 INPUT_KINDS = {1: "zscale8", 2: "sigma_asinh+bad", 3: "zscale8+rms+bad"}
 
 
+def weights_dir() -> Path:
+    """Folder of the models shipped with the package (``atd_dl/weights``)."""
+    return Path(__file__).resolve().parents[1] / "weights"
+
+
 def default_model_dir() -> Path:
-    """Folder of the model shipped with the package (``atd_dl/weights/default``)."""
-    return Path(__file__).resolve().parents[1] / "weights" / "default"
+    """Folder of the default detector shipped with the package (``atd_dl/weights/default``)."""
+    return weights_dir() / "default"
+
+
+def shipped_models(kind: str = "detector") -> dict[str, Path]:
+    """Shipped model folders by name: ``detector`` (segmentation networks) or ``binary``
+    (visual-binary classifiers). ``default`` first, then alphabetical."""
+    out: dict[str, Path] = {}
+    root = weights_dir()
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        cfg = folder / "config.json"
+        if not cfg.is_file():
+            continue
+        try:
+            name = str(json.loads(cfg.read_text()).get("name", ""))
+        except (OSError, json.JSONDecodeError):
+            continue
+        is_binary = name.startswith("binary")
+        if (kind == "binary") == is_binary:
+            out[folder.name] = folder
+    return dict(sorted(out.items(), key=lambda kv: (kv[0] != "default", kv[0])))
+
+
+def resolve_model_dir(name_or_path: str | Path | None) -> Path:
+    """A model folder or checkpoint from a path, or a shipped model's name (``default``,
+    ``paper_camera`` ...; ``None`` = ``default``). Unknown names raise :class:`InputError`
+    listing the shipped ones."""
+    if name_or_path is None:
+        return default_model_dir()
+    p = Path(name_or_path)
+    if p.exists():
+        return p
+    shipped = shipped_models()
+    if str(name_or_path) in shipped:
+        return shipped[str(name_or_path)]
+    raise InputError(
+        p,
+        f"model not found: neither a model folder / .ckpt file nor a shipped model "
+        f"({', '.join(shipped) or 'none shipped'})",
+    )
 
 
 def input_kind(in_channels: int) -> str:
