@@ -358,29 +358,34 @@ class Detector:
             background_filter=c.background_filter,
         )
 
-    def infer(self, prepared: PreparedFrame) -> np.ndarray:
-        """Stitched probability map ``[ny, nx]`` float32 of a prepared frame."""
+    def input_planes(self, prepared: PreparedFrame) -> np.ndarray:
+        """Network input ``[C, ny, nx]`` float32 of a prepared frame, for this model's input
+        kind: the significance planes of :mod:`atd_dl.prep.network_input` (``sigma`` models,
+        the same function as in training) or the ZScale 8-bit planes (paper models)."""
         from atd_dl.detect.inference import model_input
 
-        if prepared.image8 is None:
-            return np.zeros(prepared.frame.shape, dtype=np.float32)
-        bad = prepared.frame.mask | ~np.isfinite(prepared.frame.data)
+        assert prepared.image8 is not None
         if self.meta.get("input") == SIGMA_INPUT_KIND:
             assert prepared.subtracted_adu is not None and prepared.background_rms_adu is not None
-            sig = significance_planes(
+            return significance_planes(
                 prepared.subtracted_adu,
                 prepared.background_rms_adu,
                 bad=prepared.frame.mask,
                 saturated=prepared.frame.saturated,
             )
-            return self.predictor.predict(sig)
-        planes = model_input(
+        bad = prepared.frame.mask | ~np.isfinite(prepared.frame.data)
+        return model_input(
             prepared.image8,
             channels=self.channels,
             background_rms=prepared.background_rms_adu,
             bad=bad,
         )
-        return self.predictor.predict(planes)
+
+    def infer(self, prepared: PreparedFrame) -> np.ndarray:
+        """Stitched probability map ``[ny, nx]`` float32 of a prepared frame."""
+        if prepared.image8 is None:
+            return np.zeros(prepared.frame.shape, dtype=np.float32)
+        return self.predictor.predict(self.input_planes(prepared))
 
     def extract(self, prepared: PreparedFrame, prob: np.ndarray) -> Extraction:
         """Post-processing of a probability map, RA/Dec added."""

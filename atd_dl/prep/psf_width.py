@@ -27,7 +27,7 @@ __all__ = ["FwhmMeasurement", "measure_fwhm", "adaptive_fwhm", "header_fwhm", "b
 
 GAUSS_FWHM = 2.3548
 #: stars fitted with photutils (brightest isolated first); ~15 ms each
-N_FIT = 25
+N_FIT = 30
 
 
 @dataclass
@@ -166,9 +166,10 @@ def measure_fwhm(
     keep = (fw >= 0.8) & (fw <= 25.0)
     if keep.sum() >= min_stars:
         med = float(np.median(fw[keep]))
-        keep &= fw < 1.5 * med  # blends and galaxies are wider
-        med = float(np.median(fw[keep]))
-        fitted = _fit_prf_fwhm(img, x[keep], y[keep], med)
+        # the fit sees every bright isolated peak (moments of undersampled or wing-rich
+        # stars scatter too much to pre-select on them); outliers are cut after the fit
+        fitted = _fit_prf_fwhm(img, x, y, med)
+        keep &= fw < 1.5 * med  # blends and galaxies are wider (grid only)
         scale = fitted / med if np.isfinite(fitted) else 1.0
         grid = _grid(fw[keep], x[keep], y[keep], subtracted.shape, min_stars)
         return FwhmMeasurement(
@@ -211,7 +212,11 @@ def _fit_prf_fwhm(img: np.ndarray, x: np.ndarray, y: np.ndarray, first: float) -
             fits = np.asarray(fit_fwhm(img, xypos=xy, fit_shape=2 * half + 1), dtype=float)
     except Exception:  # photutils raises several types on degenerate data
         return float("nan")
-    good = np.isfinite(fits) & (fits > 0.3) & (fits < 40.0)
+    good = np.isfinite(fits) & (fits > 0.5) & (fits < 40.0)
+    if good.sum() < 3:
+        return float("nan")
+    med = float(np.median(fits[good]))
+    good &= (fits > 0.6 * med) & (fits < 1.5 * med)  # cosmic rays, blends, galaxies
     return float(np.median(fits[good])) if good.sum() >= 3 else float("nan")
 
 
