@@ -53,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="--preset random: always add nebulosity, defects, glow and trails",
     )
+    p.add_argument(
+        "--clean",
+        action="store_true",
+        help="--preset random: no nebulosity, defects, glow or trails (galaxies, halos, "
+        "spikes and saturated stars still occur)",
+    )
     p.add_argument("--seed", type=int, default=0, help="run seed (camera, pointings, fields)")
     p.add_argument("--size", type=int, default=None, help="frame size in px (default 1600)")
     p.add_argument("--start-index", type=int, default=0, help="index of the first frame")
@@ -113,8 +119,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(None, f"--n-frames must be >= 1, got {args.n_frames}")
     if args.preset == "random":
         return _run_random(args)
-    if args.patches or args.fwhm is not None or args.density is not None or args.hard:
-        raise InputError(None, "--patches, --fwhm, --density and --hard need --preset random")
+    if args.patches or args.fwhm is not None or args.density is not None or args.hard or args.clean:
+        raise InputError(
+            None, "--patches, --fwhm, --density, --hard and --clean need --preset random"
+        )
     if args.start_index < 0:
         raise InputError(None, f"--start-index must be >= 0, got {args.start_index}")
     overrides = _parse_overrides(args.overrides)
@@ -144,6 +152,8 @@ def _run_random(args: argparse.Namespace) -> int:
     """``--preset random``: frames (frames/ + truth/) or training patches."""
     from atd_dl.sim.randomized import DENSITY_CELLS, write_random_frames, write_training_set
 
+    if args.hard and args.clean:
+        raise InputError(None, "--hard and --clean exclude each other")
     if args.patches < 0:
         raise InputError(None, f"--patches must be >= 0, got {args.patches}")
     if args.fwhm is not None and not 0.5 <= args.fwhm <= 20.0:
@@ -185,7 +195,7 @@ def _run_random(args: argparse.Namespace) -> int:
         start=args.start_index,
         fwhm=args.fwhm,
         density=density,
-        hard=True if args.hard else None,
+        hard=True if args.hard else (False if args.clean else None),
         progress=not args.no_progress,
     )
     print(

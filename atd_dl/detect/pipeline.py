@@ -49,6 +49,7 @@ from astropy.utils.exceptions import AstropyWarning
 
 from atd_dl import __version__
 from atd_dl.detect.catalog_io import file_sha256, write_catalog
+from atd_dl.detect.domain import domain_warnings
 from atd_dl.detect.flags import SourceFlag
 from atd_dl.detect.postprocess import Extraction, PostprocessConfig, _empty_catalog, segment_sources
 from atd_dl.errors import InputError
@@ -554,6 +555,17 @@ class Detector:
         t0 = time.perf_counter()
         ex = self.extract(prepared, prob)
         timings["postprocess"] = time.perf_counter() - t0
+        fw = prepared.fwhm
+        prepared.warnings.extend(
+            domain_warnings(
+                self.meta,
+                fw.fwhm if fw else None,
+                fw.source if fw else "default",
+                len(ex.catalog),
+                prepared.frame.shape,
+                str(prepared.frame.path.name if prepared.frame.path else "frame"),
+            )
+        )
         for note in prepared.warnings:
             log.warning(note)
         outputs: dict[str, Path] = {}

@@ -151,12 +151,12 @@ def _local_background_correction(
     rms: np.ndarray | float,
     cfg: PostprocessConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Aperture flux minus area x annulus median (annulus from max(radius + 2, 2.5 FWHM),
-    width max(3, 1.5 FWHM) px); the median's error is added to ``flux_err``."""
-    r_in = max(radius + 2.0, 2.5 * fwhm)
-    r_out = r_in + max(3.0, 1.5 * fwhm)
+    """Aperture flux minus area x local residual background (median of source-free pixels
+    in cells of max(16, 8 FWHM) px, :func:`local_background`); its error is added to
+    ``flux_err``."""
     exclude = seg > 0 if bad is None else (seg > 0) | bad
-    level, count = local_background(img, x, y, r_in, r_out, exclude=exclude)
+    box = int(max(16, round(8 * fwhm)))
+    level, count = local_background(img, x, y, box, exclude=exclude)
     area, _ = aperture_fluxes(
         np.ones(img.shape, np.float32),
         x,
