@@ -145,6 +145,29 @@ class PreparedFrame:
 
 
 @dataclass
+class PreparedMosaic:
+    """Every image extension of a multi-extension file, prepared; one catalog comes out."""
+
+    path: Path
+    parts: list[PreparedFrame]
+    sha256: str | None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def frame(self) -> Frame:
+        """The first extension's frame (shape and header of the batch record)."""
+        return self.parts[0].frame
+
+    @property
+    def timings(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for part in self.parts:
+            for k, v in part.timings.items():
+                out[k] = out.get(k, 0.0) + v
+        return out
+
+
+@dataclass
 class FrameResult:
     """Everything :func:`detect_frame` produced for one frame."""
 
@@ -346,9 +369,37 @@ class Detector:
             return str(self.config.device or "n/a")
         return str(self.predictor.device)
 
-    def prepare(self, source: str | Path | Frame, *, masters: Any = None) -> PreparedFrame:
-        """:func:`prepare_frame` with this detector's options."""
+    def prepare(
+        self, source: str | Path | Frame, *, masters: Any = None
+    ) -> PreparedFrame | PreparedMosaic:
+        """:func:`prepare_frame` with this detector's options; a multi-extension file
+        without ``hdu`` gives a :class:`PreparedMosaic` of all its image extensions."""
+        from atd_dl.io.fits_io import image_hdus
+
         c = self.config
+        if isinstance(source, (str, Path)) and c.hdu is None:
+            hdus = image_hdus(source)
+            if len(hdus) > 1:
+                if masters:
+                    raise InputError(
+                        source,
+                        f"{len(hdus)} image extensions: calibrate each with --hdu N and "
+                        "masters of that extension",
+                    )
+                sha = file_sha256(source)
+                parts = [
+                    prepare_frame(
+                        source,
+                        hdu=h,
+                        plane=c.plane,
+                        gain=c.gain,
+                        background_box=c.background_box,
+                        background_filter=c.background_filter,
+                        checksum=False,
+                    )
+                    for h in hdus
+                ]
+                return PreparedMosaic(Path(source), parts, sha)
         return prepare_frame(
             source,
             masters=masters,
@@ -412,6 +463,9 @@ class Detector:
         add_sky_coordinates(ex.catalog, frame.wcs)
         if self.binary_model is not None and len(ex.catalog):
             ex.catalog = self._classify_binaries(prepared, ex.catalog)
+        if frame.origin != (0, 0) and len(ex.catalog):  # trimmed: report HDU pixels
+            ex.catalog["x"] += float(frame.origin[0])
+            ex.catalog["y"] += float(frame.origin[1])
         return ex
 
     def _classify_binaries(self, prepared: PreparedFrame, catalog: Table) -> Table:
@@ -512,9 +566,14 @@ class Detector:
                 if prepared.image8 is not None
                 else np.zeros(frame.shape, dtype=np.uint8)
             )
+            shown = ex.catalog
+            if frame.origin != (0, 0) and len(shown):  # drawn on the trimmed image
+                shown = shown.copy(copy_data=True)
+                shown["x"] -= float(frame.origin[0])
+                shown["y"] -= float(frame.origin[1])
             write_overlay_png(
                 img8,
-                ex.catalog,
+                shown,
                 paths["overlay"],
                 radius=radius,
                 title=f"{stem}: {len(ex.catalog)} sources (threshold {self.threshold:.3f})",
@@ -530,14 +589,72 @@ class Detector:
         stem: str | None = None,
     ) -> FrameResult:
         """Detect sources in one frame; optionally write its outputs (see module docstring)."""
-        if isinstance(source, PreparedFrame):
+        prepared: PreparedFrame | PreparedMosaic
+        if isinstance(source, (PreparedFrame, PreparedMosaic)):
             prepared = source
         else:
             prepared = self.prepare(source, masters=masters)
+        if isinstance(prepared, PreparedMosaic):
+            return self._run_mosaic(prepared, write=write, stem=stem)
         t0 = time.perf_counter()
         prob = self.infer(prepared)
         t_inf = time.perf_counter() - t0
         return self.run_on_prob(prepared, prob, write=write, stem=stem, inference_s=t_inf)
+
+    def _run_mosaic(
+        self, mosaic: PreparedMosaic, *, write: OutputConfig | None, stem: str | None
+    ) -> FrameResult:
+        """All extensions -> one catalog with an ``ext`` column (HDU index); x, y in each
+        extension's own pixel grid. Maps and overlays are per frame: not written here."""
+        from astropy.table import vstack
+
+        t0 = time.perf_counter()
+        tables, results = [], []
+        for part in mosaic.parts:
+            res = self.run_on_prob(part, self.infer(part))
+            tab = res.catalog
+            tab.add_column(np.full(len(tab), part.frame.hdu, dtype=np.int16), name="ext", index=1)
+            tab["ext"].description = "FITS HDU (extension) index the source was found in"
+            tables.append(tab)
+            results.append(res)
+        catalog = vstack(tables, metadata_conflicts="silent") if tables else tables[0]
+        catalog["id"] = np.arange(1, len(catalog) + 1)
+        first = mosaic.parts[0]
+        warnings_: list[str] = [w for r in results for w in r.warnings]
+        outputs: dict[str, Path] = {}
+        if write is not None:
+            skipped = [k for k in ("segmap", "probmap", "overlay") if getattr(write, k)]
+            if skipped:
+                warnings_.append(
+                    f"{mosaic.path.name}: {', '.join(skipped)} not written for a "
+                    f"{len(mosaic.parts)}-extension file (use --hdu N for one extension)"
+                )
+            out = dataclasses.replace(write, segmap=False, probmap=False, overlay=False)
+            m = tables[0].meta
+            ex = Extraction(
+                catalog,
+                results[0].segmap,
+                float(m.get("fwhm_px", np.nan)),
+                float(m.get("aper_rad", np.nan)),
+                int(sum(t.meta.get("n_comp", 0) for t in tables)),
+                float(m.get("bkg_rms", np.nan)),
+            )
+            merged = dataclasses.replace(first, sha256=mosaic.sha256)
+            outputs = self.write(merged, results[0].prob, ex, out, stem or frame_stem(mosaic.path))
+        timings = mosaic.timings
+        timings["total"] = time.perf_counter() - t0
+        for w in warnings_:
+            log.warning(w)
+        return FrameResult(
+            catalog,
+            results[0].prob,
+            results[0].segmap,
+            first,
+            self.threshold,
+            timings,
+            outputs,
+            warnings_,
+        )
 
     def run_on_prob(
         self,

@@ -95,6 +95,9 @@ class Frame:
     path: Path | None
     hdu: int
     saturation_level: float | None = None
+    # 0-based (x0, y0) of data[0, 0] in the HDU's pixel grid: non-zero when DATASEC/TRIMSEC
+    # trimmed off a prescan/overscan; catalog positions are given in the HDU's grid
+    origin: tuple[int, int] = (0, 0)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -304,12 +307,90 @@ def _saturation_from_storage(raw_header: fits.Header) -> float | None:
     return top + bzero
 
 
+_SECTION_RE = re.compile(r"^\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*$")
+
+
+def parse_section(value: Any) -> tuple[int, int, int, int] | None:
+    """IRAF section ``[x1:x2,y1:y2]`` (1-based, inclusive, may run backwards) ->
+    ``(x1, x2, y1, y2)``, or None when absent or malformed."""
+    if not isinstance(value, str):
+        return None
+    m = _SECTION_RE.match(value)
+    return tuple(int(v) for v in m.groups()) if m else None  # type: ignore[return-value]
+
+
+def _data_section(header: fits.Header, shape: tuple[int, int]) -> tuple[slice, slice] | None:
+    """Slices of the light-sensitive region from TRIMSEC or DATASEC, when it is a proper
+    sub-region of ``shape``; None otherwise (whole array)."""
+    for key in ("TRIMSEC", "DATASEC"):
+        sec = parse_section(header.get(key))
+        if sec is None:
+            continue
+        x1, x2, y1, y2 = sec
+        xa, xb = sorted((x1, x2))
+        ya, yb = sorted((y1, y2))
+        ny, nx = shape
+        if xa < 1 or ya < 1 or xb > nx or yb > ny:
+            continue
+        if (xa, xb, ya, yb) == (1, nx, 1, ny):
+            return None
+        return slice(ya - 1, yb), slice(xa - 1, xb)
+    return None
+
+
+def _remap_wcs(wcs: WCS, header: fits.Header, x0: int, y0: int) -> WCS | None:
+    """Primary-header (whole-detector) WCS re-expressed in an amplifier's trimmed pixels
+    through DETSEC/DATASEC; None when that is not a plain linear map (SIP, no DETSEC)."""
+    det = parse_section(header.get("DETSEC"))
+    dat = parse_section(header.get("DATASEC"))
+    if det is None or dat is None or wcs.sip is not None:
+        return None
+    out = wcs.deepcopy()
+    w = out.wcs
+    cd = np.array(w.cd if w.has_cd() else out.pixel_scale_matrix, dtype=float)
+    # det (0-based) = a + b * (x + x0) for the data section's first pixel at dat x1
+    new_cd = cd.copy()
+    crpix = np.array(w.crpix, dtype=float)
+    for axis, (d1, d2, s1, s2, off) in enumerate(
+        ((det[0], det[1], dat[0], dat[1], x0), (det[2], det[3], dat[2], dat[3], y0))
+    ):
+        b = (d2 - d1 + (1 if d2 >= d1 else -1)) / (s2 - s1 + (1 if s2 >= s1 else -1))
+        a = (d1 - 1) - b * (s1 - 1)
+        # world depends on det - (crpix_det - 1): det - c = b * (x + off) + a - c
+        crpix[axis] = ((crpix[axis] - 1) - a) / b - off + 1
+        new_cd[:, axis] = cd[:, axis] * b
+    w.crpix = crpix
+    if w.has_cd():
+        w.cd = new_cd
+    else:
+        w.pc = new_cd
+        w.cdelt = [1.0, 1.0]
+    w.set()
+    return out
+
+
+def image_hdus(path: str | Path) -> list[int]:
+    """Indices of the HDUs of a FITS file that hold 2-D (or larger) image data."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        try:
+            with fits.open(path, memmap=False) as hdul:
+                return [
+                    i
+                    for i, h in enumerate(hdul)
+                    if _is_image(h) and len(_hdu_shape(h)) >= 2 and 0 not in _hdu_shape(h)
+                ]
+        except (OSError, ValueError, TypeError, EOFError):
+            return []
+
+
 def read_frame(
     path: str | Path,
     *,
     hdu: int | str | None = None,
     plane: int | None = None,
     saturation: float | None = None,
+    trim: bool = True,
 ) -> Frame:
     """Read one 2-D image from a FITS file (plain, gzipped, or tile-compressed ``.fz``).
 
@@ -320,6 +401,9 @@ def read_frame(
     (65535 for unsigned 16-bit). Pass ``float('inf')`` to flag no pixels as saturated.
 
     A frame whose pixels are all non-finite is returned fully masked (not an error).
+    ``trim``: keep only the TRIMSEC / DATASEC region (prescan and overscan excluded);
+    ``Frame.origin`` says where it starts. An amplifier extension without its own WCS gets
+    the primary header's WCS mapped through DETSEC (none when that map is not linear).
     Raises :class:`InputError` for a missing or non-FITS file, no image, a cube without
     ``plane``, or an empty HDU.
     """
@@ -386,9 +470,18 @@ def read_frame(
                 header = _clean_header(chosen.header)
             else:
                 header = _merge_headers(hdul[0].header, chosen.header)
+            section = _data_section(chosen.header, data.shape) if trim else None
+            origin = (0, 0)
+            if section is not None:
+                origin = (int(section[1].start), int(section[0].start))
+                data = np.ascontiguousarray(data[section])
             wcs = _celestial_wcs(chosen.header, hdul)
+            if wcs is not None and section is not None:
+                wcs = wcs.slice(section)
             if wcs is None and index != 0:
                 wcs = _celestial_wcs(hdul[0].header, hdul)
+                if wcs is not None and _image_count(hdul) > 1:
+                    wcs = _remap_wcs(wcs, chosen.header, *origin)
     if wcs is not None:
         wcs.pixel_shape = (data.shape[1], data.shape[0])
 
@@ -414,6 +507,13 @@ def read_frame(
         path=path,
         hdu=index,
         saturation_level=None if level is None else float(level),
+        origin=origin,
+    )
+
+
+def _image_count(hdul: fits.HDUList) -> int:
+    return sum(
+        1 for h in hdul if _is_image(h) and len(_hdu_shape(h)) >= 2 and 0 not in _hdu_shape(h)
     )
 
 
