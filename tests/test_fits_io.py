@@ -13,7 +13,9 @@ from astropy.wcs import WCS
 from atd_dl.errors import InputError
 from atd_dl.io.fits_io import (
     Frame,
+    image_hdus,
     parse_date_obs,
+    parse_section,
     provenance_cards,
     read_frame,
     write_fits_image,
@@ -162,7 +164,9 @@ def test_real_lco_mef_frame() -> None:
         pytest.skip("real frames not available")
     frame = read_frame(path)
     assert frame.hdu == 1
-    assert frame.shape == (522, 544)
+    assert frame.shape == (512, 512) and frame.origin == (0, 0)  # DATASEC: overscan trimmed
+    assert read_frame(path, trim=False).shape == (522, 544)
+    assert image_hdus(path) == [1, 2, 3, 4]
     assert frame.gain == pytest.approx(6.42)
     assert frame.exptime == pytest.approx(94.975)
     assert frame.saturation_level == 40000
@@ -170,6 +174,24 @@ def test_real_lco_mef_frame() -> None:
     assert frame.wcs is not None and list(frame.wcs.wcs.ctype) == ["RA---TAN", "DEC--TAN"]
     assert frame.date_obs is not None and frame.date_obs.isot == "2021-10-08T01:55:17.144"
     assert read_frame(path, hdu=4).gain == pytest.approx(6.26)
+    # each amplifier's WCS comes from the primary through DETSEC: neighbours meet on the sky
+    f1, f2 = read_frame(path, hdu=1), read_frame(path, hdu=2)
+    assert f1.wcs is not None and f2.wcs is not None
+    # DETSEC runs backwards in y for amplifier 1: both amplifiers' last rows meet
+    ra1, dec1 = f1.wcs.all_pix2world(255.5, 511.0, 0)
+    ra2, dec2 = f2.wcs.all_pix2world(255.5, 511.0, 0)
+    scale = 3600 * abs(float(f1.wcs.pixel_scale_matrix[1, 1]))
+    assert abs(dec1 - dec2) * 3600 < 2.5 * scale and abs(ra1 - ra2) * 3600 < 2.5 * scale
+
+
+def test_data_section_trims_prescan_and_sets_origin(tmp_path: Path) -> None:
+    data = np.zeros((20, 30), np.float32)
+    data[:, :4] = 500.0  # prescan
+    hdr = fits.Header({"DATASEC": "[5:30,1:18]"})
+    fits.PrimaryHDU(data, hdr).writeto(tmp_path / "a.fits")
+    frame = read_frame(tmp_path / "a.fits")
+    assert frame.shape == (18, 26) and frame.origin == (4, 0) and frame.data.max() == 0.0
+    assert parse_section("[5:30,1:18]") == (5, 30, 1, 18) and parse_section("junk") is None
 
 
 def test_real_frames_read() -> None:

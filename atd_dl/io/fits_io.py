@@ -340,10 +340,13 @@ def _data_section(header: fits.Header, shape: tuple[int, int]) -> tuple[slice, s
 
 def _remap_wcs(wcs: WCS, header: fits.Header, x0: int, y0: int) -> WCS | None:
     """Primary-header (whole-detector) WCS re-expressed in an amplifier's trimmed pixels
-    through DETSEC/DATASEC; None when that is not a plain linear map (SIP, no DETSEC)."""
+    through DETSEC/DATASEC. Without both keywords the primary WCS is taken as it is (it
+    then describes the extension itself); with them but a SIP distortion, None."""
     det = parse_section(header.get("DETSEC"))
     dat = parse_section(header.get("DATASEC"))
-    if det is None or dat is None or wcs.sip is not None:
+    if det is None or dat is None:
+        return wcs
+    if wcs.sip is not None:
         return None
     out = wcs.deepcopy()
     w = out.wcs
