@@ -234,6 +234,8 @@ class TiledPredictor:
         tile = self.tile
         if tile == 0:  # automatic on CPU: the whole frame in one tile when it fits
             tile = min(CPU_MAX_TILE, -(-max(planes.shape[-2:]) // 16) * 16)
-        tiler = Tiler(planes.shape[-2:], tile=tile, overlap=self.overlap)
+        # one tile covers the frame: no overlap needed; else keep it below half a tile
+        overlap = 0 if tile >= max(planes.shape[-2:]) else min(self.overlap, tile // 2 - 1)
+        tiler = Tiler(planes.shape[-2:], tile=tile, overlap=overlap)
         tiles = tiler.split(planes)  # [N, C, t, t]
         return tiler.stitch(self.predict_tiles(tiles))
