@@ -203,7 +203,8 @@ def draw_field_params(
         halo_frac=float(u(0.01, 0.05)) if u() < 0.3 else 0.0,
         spikes=bool(u() < 0.3),
         banding_sigma=float(u(0.05, 0.4)) if p(0.15) else 0.0,
-        corr_sigma_px=float(u(0.35, 0.8)) if u() < 0.12 else 0.0,
+        # resampled / drizzled / mosaicked images (2MASS Atlas tiles: ~1.4 px)
+        corr_sigma_px=float(u(0.35, 1.6)) if u() < 0.25 else 0.0,
         negative_frac=float(u(0.05, 0.5)) if p(0.15) else 0.0,
     )
 
