@@ -370,3 +370,16 @@ def test_frame_properties_ignore_bad_values() -> None:
     )
     assert frame.gain == 1.7 and frame.exptime == 0.1 and frame.shape == (2, 2)
     assert frame.date_obs is None
+
+
+def test_saturation_inferred_from_a_float_plateau(tmp_path: Path) -> None:
+    from atd_dl.io.fits_io import infer_saturation
+
+    data = np.random.default_rng(0).normal(1000, 10, (50, 50)).astype(np.float32)
+    assert infer_saturation(data) is None
+    data[10:14, 10:14] = 63900.0 + np.arange(16).reshape(4, 4)  # flat-fielded clipped core
+    level = infer_saturation(data)
+    assert level is not None and 62000 < level < 63900
+    fits.PrimaryHDU(data).writeto(tmp_path / "f.fits")
+    frame = read_frame(tmp_path / "f.fits")
+    assert frame.saturated.sum() == 16 and frame.saturation_level == pytest.approx(level)

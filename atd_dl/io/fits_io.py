@@ -493,6 +493,15 @@ def read_frame(
         level = _first_number(header, SATURATION_KEYS, positive=True)
     if level is None:
         level = _saturation_from_storage(raw_header)
+    if level is None:
+        level = infer_saturation(data)
+        if level is not None:
+            log.info(
+                "%s: no SATURATE keyword; saturation inferred at %.0f ADU (a plateau of "
+                "16-bit-range maxima)",
+                path,
+                level,
+            )
     finite = np.isfinite(data)
     if level is not None and math.isfinite(level):
         saturated = finite & (data >= level)
@@ -512,6 +521,25 @@ def read_frame(
         saturation_level=None if level is None else float(level),
         origin=origin,
     )
+
+
+def infer_saturation(data: np.ndarray, *, min_pixels: int = 10) -> float | None:
+    """Saturation level (ADU) of a frame stored as floats without SATURATE, or None.
+
+    A 16-bit detector clips at ~65535 ADU; after bias subtraction and flat fielding the
+    clipped pixels are no longer equal but form a plateau just below the maximum. When
+    the maximum lies in 50,000-70,000 and at least ``min_pixels`` pixels reach 98 % of
+    it, 98 % of the maximum is returned.
+    """
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return None
+    top = float(finite.max())
+    if not 5.0e4 <= top <= 7.0e4:
+        return None
+    if int(np.count_nonzero(finite >= 0.98 * top)) < min_pixels:
+        return None
+    return 0.98 * top
 
 
 def _image_count(hdul: fits.HDUList) -> int:
