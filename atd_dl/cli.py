@@ -1,10 +1,18 @@
-"""The ``atd-dl`` command line: one sub-command per module in :mod:`atd_dl.commands`."""
+"""The ``atd-dl`` command line: one sub-command per module in :mod:`atd_dl.commands`.
+
+Errors end in one line on stderr and a non-zero exit code: bad options are refused by
+argparse (exit 2, see :mod:`atd_dl.commands._validate`), bad input files raise
+:class:`~atd_dl.errors.InputError` (exit 2), file-system errors print the path and the
+cause (exit 1) and anything unexpected prints its type and message (exit 1).
+``atd-dl --debug`` or ``ATD_DL_DEBUG=1`` shows the full traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
@@ -19,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"atd-dl {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback on errors instead of one line (also ATD_DL_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"atd_dl.commands.{info.name}")
@@ -27,24 +40,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def debug_enabled(args: argparse.Namespace | None = None) -> bool:
+    """``--debug`` given, or ``$ATD_DL_DEBUG`` set to anything but empty/0/false/no/off."""
+    env = os.environ.get("ATD_DL_DEBUG", "").strip().lower()
+    return bool(getattr(args, "debug", False)) or env not in ("", "0", "false", "no", "off")
+
+
+def os_error_line(err: OSError) -> str:
+    """``"<path>: <cause>"`` for a file-system error (both paths for a failed rename)."""
+    cause = err.strerror or str(err) or type(err).__name__
+    if err.filename is not None and err.filename2 is not None:
+        return f"{err.filename} -> {err.filename2}: {cause}"
+    if err.filename is not None:
+        return f"{err.filename}: {cause}"
+    return cause
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = debug_enabled(args)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s"
+        level=logging.DEBUG if args.verbose or debug else logging.INFO,
+        format="%(levelname)s: %(message)s",
     )
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return int(args.func(args) or 0)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
+        if debug:
+            raise
         print("interrupted", file=sys.stderr)
         return 130
+    except InputError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if debug:
+            raise
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
+        return 1
+    except Exception as err:  # noqa: BLE001 - one line for users; --debug for the traceback
+        if debug:
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        detail = f"{type(err).__name__}: {first}" if first else type(err).__name__
+        print(
+            f"error: {detail} (run with --debug or ATD_DL_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

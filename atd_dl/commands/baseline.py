@@ -8,6 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from atd_dl.commands._validate import (
+    check_sextractor_env,
+    int_at_least,
+    nonneg_float,
+    positive_float,
+    uses_sextractor,
+    writable_out_dir,
+)
 from atd_dl.errors import InputError
 
 BASELINE_NAMES = ("daofind", "psphot", "sep", "sextractor", "twomass")
@@ -27,7 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="baseline name: " + ", ".join(BASELINE_NAMES))
     p.add_argument("frames", nargs="+", type=Path, help="FITS frames")
     p.add_argument(
-        "--threshold", type=float, default=None, help="detection threshold (default: the finder's)"
+        "--threshold",
+        type=positive_float,
+        default=None,
+        help="detection threshold, > 0 (default: the finder's)",
     )
     p.add_argument(
         "--sweep",
@@ -42,12 +53,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="finder parameter, e.g. --param fwhm=2.5 --param filter_fwhm=None (repeatable)",
     )
-    p.add_argument("--out", type=Path, default=Path("."), help="output folder (default: current)")
+    p.add_argument(
+        "--out", type=writable_out_dir, default=".", help="output folder (default: current)"
+    )
     p.add_argument(
         "--format", choices=("ecsv", "fits", "csv"), default="ecsv", help="catalog format"
     )
     p.add_argument("--hdu", default=None, help="HDU index or EXTNAME (default: first image)")
-    p.add_argument("--saturation", type=float, default=None, help="saturation level in ADU")
+    p.add_argument(
+        "--saturation", type=positive_float, default=None, help="saturation level in ADU"
+    )
     p.set_defaults(func=run)
 
     t = subparsers.add_parser(
@@ -62,10 +77,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument(
         "frames", nargs="+", type=Path, help="2MASS Atlas FITS frames (.fits or .fits.gz)"
     )
-    t.add_argument("--n1", type=float, default=0.7, help="FWHM_det = n1 * FWHM_img (default 0.7)")
-    t.add_argument("--n2", type=float, default=1.0, help="threshold = n2 * SKYSIG (default 1.0)")
     t.add_argument(
-        "--edge", type=int, nargs=2, default=(26, 36), metavar=("Y", "X"), help="edge margins in px"
+        "--n1", type=positive_float, default=0.7, help="FWHM_det = n1 * FWHM_img (default 0.7)"
+    )
+    t.add_argument(
+        "--n2", type=positive_float, default=1.0, help="threshold = n2 * SKYSIG (default 1.0)"
+    )
+    t.add_argument(
+        "--edge",
+        type=int_at_least(0),
+        nargs=2,
+        default=(26, 36),
+        metavar=("Y", "X"),
+        help="edge margins in px",
     )
     t.add_argument(
         "--sharpness-norm",
@@ -73,8 +97,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="peak",
         help="normalisation of the central sharpness (see docs)",
     )
-    t.add_argument("--dedup-radius", type=float, default=1.0, help="arcsec (default 1)")
-    t.add_argument("--out", type=Path, default=Path("."), help="output folder (default: current)")
+    t.add_argument("--dedup-radius", type=nonneg_float, default=1.0, help="arcsec (default 1)")
+    t.add_argument(
+        "--out", type=writable_out_dir, default=".", help="output folder (default: current)"
+    )
     t.add_argument("--format", choices=("ecsv", "fits", "csv"), default="ecsv")
     t.set_defaults(func=run_twomass)
 
@@ -127,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
     from atd_dl.baselines import BaselineUnavailable, get_baseline
     from atd_dl.io.fits_io import read_frame
 
+    if uses_sextractor(args.name):
+        check_sextractor_env()
     params = parse_params(args.param)
     try:
         finder = get_baseline(args.name, **params)

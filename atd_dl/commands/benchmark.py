@@ -8,6 +8,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from atd_dl.commands._validate import (
+    DEVICE_HELP,
+    check_sextractor_env,
+    device_choice,
+    float_in,
+    int_at_least,
+    nonneg_float,
+    out_dir_problem,
+    positive_float,
+    uses_sextractor,
+    writable_out_dir,
+)
 from atd_dl.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -39,6 +51,20 @@ DEFAULTS: dict[str, Any] = {
     "ablation": None,
 }
 
+# option name -> argparse type; also applied to the values of a --config YAML
+CHECKS: dict[str, Any] = {
+    "limit": int_at_least(1),
+    "radius": positive_float,
+    "edge": nonneg_float,
+    "snr_min": nonneg_float,
+    "astrometry_radius": positive_float,
+    "target_precision": float_in(0.0, 1.0, lo_open=True),
+    "injection": int_at_least(0),
+    "injection_rounds": int_at_least(1),
+    "injection_frames": int_at_least(1),
+    "device": device_choice,
+}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``benchmark`` sub-command."""
@@ -56,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", type=Path, default=None, help="YAML file with any of these options")
     p.add_argument("--test-set", type=Path, default=None, help="simulated test-set folder")
-    p.add_argument("--out", type=Path, default=None, help="report folder")
+    p.add_argument("--out", type=writable_out_dir, default=None, help="report folder")
     p.add_argument(
         "--model",
         action="append",
@@ -93,20 +119,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--reference", choices=("auto", "truth", "catalog"), default=None, help="reference set"
     )
-    p.add_argument("--limit", type=int, default=None, help="use only the first N frames")
-    p.add_argument("--radius", type=float, default=None, help="match radius px (default 3)")
-    p.add_argument("--edge", type=float, default=None, help="edge cut px (default 3)")
-    p.add_argument("--snr-min", type=float, default=None, help="SNR defining G (default 2)")
-    p.add_argument("--astrometry-radius", type=float, default=None, help="px (default 2)")
     p.add_argument(
-        "--target-precision", type=float, default=None, help="precision alignment target (0.90)"
+        "--limit", type=CHECKS["limit"], default=None, help="use only the first N frames"
+    )
+    p.add_argument(
+        "--radius", type=CHECKS["radius"], default=None, help="match radius px (default 3)"
+    )
+    p.add_argument("--edge", type=CHECKS["edge"], default=None, help="edge cut px (default 3)")
+    p.add_argument(
+        "--snr-min", type=CHECKS["snr_min"], default=None, help="SNR defining G (default 2)"
+    )
+    p.add_argument(
+        "--astrometry-radius", type=CHECKS["astrometry_radius"], default=None, help="px (default 2)"
+    )
+    p.add_argument(
+        "--target-precision",
+        type=CHECKS["target_precision"],
+        default=None,
+        help="precision alignment target in (0, 1] (0.90)",
     )
     p.add_argument("--align", choices=("closest", "at_least"), default=None, help="alignment rule")
-    p.add_argument("--injection", type=int, default=None, help="inject N stars per round (0 = off)")
-    p.add_argument("--injection-rounds", type=int, default=None, help="injection rounds per frame")
-    p.add_argument("--injection-frames", type=int, default=None, help="frames used for injection")
     p.add_argument(
-        "--device", default=None, help="torch device for models (default: cuda if available)"
+        "--injection",
+        type=CHECKS["injection"],
+        default=None,
+        help="inject N stars per round (0 = off)",
+    )
+    p.add_argument(
+        "--injection-rounds",
+        type=CHECKS["injection_rounds"],
+        default=None,
+        help="injection rounds per frame",
+    )
+    p.add_argument(
+        "--injection-frames",
+        type=CHECKS["injection_frames"],
+        default=None,
+        help="frames used for injection",
+    )
+    p.add_argument(
+        "--device",
+        type=device_choice,
+        default=None,
+        help=f"torch device for models: {DEVICE_HELP} (default: cuda if available)",
     )
     p.add_argument("--no-progress", action="store_true", default=None, help="hide the progress bar")
     p.set_defaults(func=run)
@@ -126,12 +181,16 @@ def parse_thresholds(text: str | list | None) -> list[float] | None:
             start, stop, step = (float(v) for v in text.split(":"))
             if step <= 0 or stop < start:
                 raise ValueError
-            return [float(v) for v in sweep(start, stop, step)]
-        return [float(v) for v in text.split(",") if v.strip()]
+            values = [float(v) for v in sweep(start, stop, step)]
+        else:
+            values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise InputError(
             None, f"bad --thresholds {text!r}: use START:STOP:STEP or a comma list"
         ) from None
+    if not values or not all(0.0 < v < 1.0 for v in values):
+        raise InputError(None, f"bad --thresholds {text!r}: probabilities must be in (0, 1)")
+    return values
 
 
 def parse_baseline_params(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -173,6 +232,11 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
                 raise InputError(
                     args.config, f"unknown option {k!r}; valid: {', '.join(sorted(DEFAULTS))}"
                 )
+            if key in CHECKS and v is not None:
+                try:
+                    v = CHECKS[key](str(v))
+                except argparse.ArgumentTypeError as err:
+                    raise InputError(args.config, f"{k}: {err}") from None
             opts[key] = v
     for key in DEFAULTS:
         v = getattr(args, key, None)
@@ -182,6 +246,9 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         raise InputError(None, "--test-set is required (or test_set: in --config)")
     if not opts["out"]:
         raise InputError(None, "--out is required (or out: in --config)")
+    problem = out_dir_problem(Path(opts["out"]))
+    if problem:
+        raise InputError(None, f"--out {problem}")
     for key in ("model", "model_name", "baseline_param"):
         if isinstance(opts[key], (str, Path)):
             opts[key] = [opts[key]]
@@ -203,6 +270,8 @@ def run(args: argparse.Namespace) -> int:
     models: list[str | None] = [str(m) for m in o["model"]]
     if not models and not o["no_model"]:
         models = [None]  # the shipped default model, skipped with a warning if missing
+    if uses_sextractor(baselines):
+        check_sextractor_env()
     settings = EvalSettings(
         radius=float(o["radius"]),
         edge=float(o["edge"]),

@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from atd_dl.commands._validate import (
+    float_in,
+    int_at_least,
+    positive_float,
+    writable_out_dir,
+)
 from atd_dl.errors import InputError
 
 
@@ -20,22 +26,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(truth + split) and stampset.json; see docs/binaries.md."
         ),
     )
-    p.add_argument("out", type=Path, help="output folder")
-    p.add_argument("--n-sources", type=int, default=3000, help="simulated systems (default 3000)")
-    p.add_argument("--views", type=int, default=2, help="survey views per system (default 2)")
-    p.add_argument("--size", type=int, default=32, help="stamp side in px (default 32)")
-    p.add_argument("--stamp-arcsec", type=float, default=8.0, help="stamp side on the sky")
-    p.add_argument("--radius", type=float, default=2.5, help="binary radius in arcsec")
-    p.add_argument("--bands", type=int, default=1, help="stacked bands (channels)")
+    p.add_argument("out", type=writable_out_dir, help="output folder")
+    p.add_argument(
+        "--n-sources", type=int_at_least(1), default=3000, help="simulated systems (default 3000)"
+    )
+    p.add_argument(
+        "--views", type=int_at_least(1), default=2, help="survey views per system (default 2)"
+    )
+    p.add_argument(
+        "--size", type=int_at_least(8), default=32, help="stamp side in px, >= 8 (default 32)"
+    )
+    p.add_argument("--stamp-arcsec", type=positive_float, default=8.0, help="stamp side on the sky")
+    p.add_argument("--radius", type=positive_float, default=2.5, help="binary radius in arcsec")
+    p.add_argument("--bands", type=int_at_least(1), default=1, help="stacked bands (channels)")
     p.add_argument(
         "--profiles",
         default="ps1_like,sdss_like,decam_like,hst_like,lco_like,poor_seeing",
         help="survey presets, comma separated (also twomass_like, ztf_like)",
     )
-    p.add_argument("--binary-fraction", type=float, default=0.5)
-    p.add_argument("--sep-min", type=float, default=0.3, help="smallest separation (arcsec)")
-    p.add_argument("--q-min", type=float, default=0.1, help="smallest companion flux ratio")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--binary-fraction", type=float_in(0.0, 1.0), default=0.5, help="in [0, 1]")
+    p.add_argument(
+        "--sep-min", type=positive_float, default=0.3, help="smallest separation (arcsec)"
+    )
+    p.add_argument(
+        "--q-min",
+        type=float_in(0.0, 1.0, lo_open=True),
+        default=0.1,
+        help="smallest companion flux ratio, in (0, 1]",
+    )
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--no-preview", action="store_true", help="skip preview.png")
     p.set_defaults(func=run)
 
@@ -46,8 +65,6 @@ def run(args: argparse.Namespace) -> int:
     from atd_dl.binaries.stamps import StampGeometry, write_stamp_set
     from atd_dl.binaries.synth import SynthConfig, profiles_from_names, simulate_binary_stamps
 
-    if args.n_sources < 1 or args.views < 1 or args.bands < 1 or args.size < 8:
-        raise InputError(None, "--n-sources, --views, --bands must be >= 1 and --size >= 8")
     if args.radius >= args.stamp_arcsec / 2:
         raise InputError(None, f"--radius {args.radius} must be < half of --stamp-arcsec")
     try:

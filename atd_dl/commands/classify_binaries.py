@@ -6,6 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from atd_dl.commands._validate import (
+    DEVICE_HELP,
+    device_choice,
+    int_at_least,
+    out_file_problem,
+    probability,
+    writable_out_dir,
+    writable_out_file,
+)
 from atd_dl.errors import InputError
 
 
@@ -24,19 +33,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("stamps", type=Path, help="stamp folder or CSV (columns file[,label])")
     p.add_argument("--model", type=Path, default=None, help="model folder (default: shipped)")
     p.add_argument(
-        "--out", type=Path, default=None, help="output CSV (default <stamps>_binaries.csv)"
+        "--out",
+        type=writable_out_file,
+        default=None,
+        help="output CSV (default <stamps>_binaries.csv)",
     )
     p.add_argument(
-        "--report", type=Path, default=None, help="folder for report.md/json + confusion.png"
+        "--report",
+        type=writable_out_dir,
+        default=None,
+        help="folder for report.md/json + confusion.png",
     )
-    p.add_argument("--threshold", type=float, default=None, help="p_binary cut (default: model's)")
+    p.add_argument(
+        "--threshold",
+        type=probability,
+        default=None,
+        help="p_binary cut in (0, 1) (default: model's)",
+    )
     p.add_argument(
         "--split",
         default=None,
         help="only stamps of this split (stamp sets with a split column: train/val/test)",
     )
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--batch-size", type=int_at_least(1), default=256)
+    p.add_argument(
+        "--device",
+        type=device_choice,
+        default="cpu",
+        help=f"torch device: {DEVICE_HELP} (default cpu)",
+    )
     p.set_defaults(func=run)
 
 
@@ -50,9 +75,16 @@ def run(args: argparse.Namespace) -> int:
     from atd_dl.binaries.model import load_binary_model
     from atd_dl.binaries.report import format_report, write_report
     from atd_dl.binaries.stamps import StampGeometry, read_stamps
+    from atd_dl.detect.inference import resolve_device
     from atd_dl.io.atomic import atomic_output
 
-    net, meta = load_binary_model(args.model, device=args.device)
+    src = args.stamps
+    out = args.out or src.with_name(f"{src.stem if src.is_file() else src.name}_binaries.csv")
+    problem = out_file_problem(out)
+    if problem:
+        raise InputError(None, f"--out {problem}")
+    device = str(resolve_device(args.device))
+    net, meta = load_binary_model(args.model, device=device)
     geo = StampGeometry.from_dict(meta.get("input", {}))
     stamps, failures = read_stamps(args.stamps, geo)
     if stamps.geometry != geo:
@@ -66,11 +98,9 @@ def run(args: argparse.Namespace) -> int:
     if len(stamps) == 0:
         raise InputError(args.stamps, "no readable stamps")
     thr = float(meta.get("threshold", 0.5) if args.threshold is None else args.threshold)
-    p = predict_proba(net, stamps.images, batch_size=args.batch_size, device=args.device)
+    p = predict_proba(net, stamps.images, batch_size=args.batch_size, device=device)
     # file names (CSV / folders) or row numbers of a stamp set (stamps.csv "index")
     names = stamps.table.get("file", stamps.table.get("index", np.arange(len(stamps))))
-    src = args.stamps
-    out = args.out or src.with_name(f"{src.stem if src.is_file() else src.name}_binaries.csv")
     with atomic_output(out) as tmp:
         with open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)

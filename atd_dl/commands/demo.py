@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from atd_dl.commands._validate import int_at_least, int_in, writable_out_dir
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` sub-command."""
@@ -19,10 +21,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
+    p.add_argument("--out", type=writable_out_dir, default="demo_output", help="output folder")
     p.add_argument("--preset", choices=["sparse", "paper", "dense"], default="paper")
-    p.add_argument("--size", type=int, default=1600, help="frame size in px (default 1600)")
-    p.add_argument("--seed", type=int, default=2026, help="simulation seed")
+    p.add_argument(
+        "--size",
+        type=int_in(512, 20000),
+        default=1600,
+        help="frame size in px, 512-20000 (default 1600)",
+    )
+    p.add_argument("--seed", type=int_at_least(0), default=2026, help="simulation seed")
     p.add_argument("--model", default=None, help="model folder (default: the shipped model)")
     p.set_defaults(func=run)
 

@@ -7,6 +7,19 @@ import logging
 import sys
 from pathlib import Path
 
+from atd_dl.commands._validate import (
+    DEVICE_HELP,
+    MAX_WORKERS,
+    device_choice,
+    int_at_least,
+    int_in,
+    multiple_of16,
+    nonneg_float,
+    positive_float,
+    probability,
+    writable_out_dir,
+)
+
 log = logging.getLogger(__name__)
 
 
@@ -36,9 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="model folder, Lightning .ckpt or shipped model name (default: 'default', the "
         "generalist model; 'paper_camera' = the paper's camera; list: atd-dl models)",
     )
-    p.add_argument("--out", type=Path, default=Path("detections"), help="output folder")
+    p.add_argument("--out", type=writable_out_dir, default="detections", help="output folder")
     p.add_argument(
-        "--threshold", type=float, default=None, help="probability threshold (default: the model's)"
+        "--threshold",
+        type=probability,
+        default=None,
+        help="probability threshold in (0, 1) (default: the model's)",
     )
     p.add_argument("--bias", type=Path, default=None, help="master bias FITS")
     p.add_argument("--dark", type=Path, default=None, help="master dark FITS (bias-subtracted)")
@@ -47,24 +63,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--segmap", action="store_true", help="also write the segmentation map")
     p.add_argument("--probmap", action="store_true", help="also write the probability map")
     p.add_argument("--overlay", action="store_true", help="also write an overlay PNG")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
     p.add_argument(
-        "--workers", type=int, default=1, help="frames prepared ahead in background threads"
+        "--device",
+        type=device_choice,
+        default=None,
+        help=f"{DEVICE_HELP} (default: cuda if present)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int_in(1, MAX_WORKERS),
+        default=1,
+        help=f"frames prepared ahead in background threads (1-{MAX_WORKERS})",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
-    p.add_argument("--batch-size", type=int, default=None, help="tiles per batch (default: auto)")
+    p.add_argument(
+        "--batch-size", type=int_at_least(1), default=None, help="tiles per batch (default: auto)"
+    )
     p.add_argument(
         "--tile",
-        type=int,
+        type=multiple_of16,
         default=None,
-        help="tile size in px, a multiple of 16 (default: the whole frame up to 2048 px on "
+        help="tile size in px, a multiple of 16 in [16, 8192] (default: the whole frame up to 2048 px on "
         "CPU, 1024 on CUDA)",
     )
-    p.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
+    p.add_argument(
+        "--overlap", type=int_at_least(0), default=64, help="tile overlap in px (default 64)"
+    )
     p.add_argument("--hdu", type=_hdu, default=None, help="HDU index or EXTNAME to read")
-    p.add_argument("--plane", type=int, default=None, help="plane of a 3-D cube")
-    p.add_argument("--gain", type=float, default=None, help="gain e-/ADU (overrides the header)")
-    p.add_argument("--edge", type=float, default=3.0, help="px from the border for NEAR_EDGE")
+    p.add_argument(
+        "--plane", type=int, default=None, help="plane of a 3-D cube (negative: from the end)"
+    )
+    p.add_argument(
+        "--gain", type=positive_float, default=None, help="gain e-/ADU (overrides the header)"
+    )
+    p.add_argument(
+        "--edge", type=nonneg_float, default=3.0, help="px from the border for NEAR_EDGE"
+    )
     p.add_argument(
         "--binaries",
         nargs="?",

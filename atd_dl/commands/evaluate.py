@@ -8,6 +8,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from atd_dl.commands._validate import (
+    DEVICE_HELP,
+    check_sextractor_env,
+    device_choice,
+    int_at_least,
+    nonneg_float,
+    positive_float,
+    probability,
+    writable_out_path,
+)
 from atd_dl.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -60,25 +70,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--snr-col", default=None, help="SNR column of a truth table (default snr_true or snr)"
     )
-    p.add_argument("--radius", type=float, default=3.0, help="match radius in px (default 3)")
+    p.add_argument(
+        "--radius", type=positive_float, default=3.0, help="match radius in px (default 3)"
+    )
     p.add_argument(
         "--edge",
-        type=float,
+        type=nonneg_float,
         default=3.0,
         help="drop detections this close to the border, px (default 3)",
     )
     p.add_argument(
-        "--snr-min", type=float, default=2.0, help="SNR defining the ground-truth set G (default 2)"
+        "--snr-min",
+        type=nonneg_float,
+        default=2.0,
+        help="SNR defining the ground-truth set G (default 2)",
     )
     p.add_argument(
         "--astrometry-radius",
-        type=float,
+        type=positive_float,
         default=2.0,
         help="match radius for the RMS, px (default 2)",
     )
     p.add_argument(
         "--shape",
-        type=int,
+        type=int_at_least(1),
         nargs=2,
         metavar=("NY", "NX"),
         default=None,
@@ -86,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--out",
-        type=Path,
+        type=writable_out_path,
         default=None,
         help="folder for metrics.json and matched/missed tables (with --negative: a JSON file)",
     )
@@ -113,11 +128,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     neg.add_argument(
         "--threshold",
-        type=float,
+        type=probability,
         default=None,
-        help="model probability threshold (default: the model's tuned one)",
+        help="model probability threshold in (0, 1) (default: the model's tuned one)",
     )
-    neg.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
+    neg.add_argument(
+        "--device", type=device_choice, default=None, help=f"{DEVICE_HELP} (default: auto)"
+    )
     neg.add_argument("--hdu", default=None, help="HDU index or EXTNAME (default: first image)")
     neg.add_argument(
         "--no-sextractor", action="store_true", help="report the model only (skip SExtractor)"
@@ -433,6 +450,8 @@ def run(args: argparse.Namespace) -> int:
             if parser is None:
                 raise InputError(None, msg)
             parser.error(msg)
+        if not args.no_sextractor:
+            check_sextractor_env()
         return run_negative(args)
     missing = [
         name
@@ -441,6 +460,11 @@ def run(args: argparse.Namespace) -> int:
     ]
     if missing:
         msg = f"the following arguments are required: {', '.join(missing)}"
+        if parser is None:
+            raise InputError(None, msg)
+        parser.error(msg)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        msg = f"argument --out: {args.out}: exists and is not a folder"
         if parser is None:
             raise InputError(None, msg)
         parser.error(msg)

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from atd_dl.commands._validate import positive_float, writable_out_file
+
 if TYPE_CHECKING:
     from atd_dl.io.fits_io import Frame
 
@@ -28,12 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="raw FITS frames")
     parser.add_argument("--kind", required=True, choices=("bias", "dark", "flat"))
-    parser.add_argument("--out", required=True, type=Path, help="output master FITS file")
+    parser.add_argument(
+        "--out", required=True, type=writable_out_file, help="output master FITS file"
+    )
     parser.add_argument("--bias", type=Path, help="master bias to subtract (darks, flats)")
     parser.add_argument("--dark", type=Path, help="bias-subtracted master dark (flats)")
     parser.add_argument("--hdu", help="HDU index or EXTNAME (default: first 2-D image)")
-    parser.add_argument("--plane", type=int, help="plane of a 3-D cube")
-    parser.add_argument("--sigma", type=float, default=3.0, help="clipping threshold (default 3)")
+    parser.add_argument("--plane", type=int, help="plane of a 3-D cube (negative: from the end)")
+    parser.add_argument(
+        "--sigma", type=positive_float, default=3.0, help="clipping threshold, > 0 (default 3)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.set_defaults(func=run)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from atd_dl.errors import InputError
+from atd_dl.commands._validate import int_at_least, int_in
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,12 +16,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(1 multiply-add = 2 FLOPs) at their default widths.",
     )
     p.add_argument(
-        "--size", type=int, default=512, help="square input side in pixels (default 512)"
+        "--size",
+        type=int_in(16, 8192),
+        default=512,
+        help="square input side in pixels, 16-8192 (default 512)",
     )
     p.add_argument(
-        "--in-channels", type=int, default=1, help="input channels (1 image, 3 noise-aware)"
+        "--in-channels",
+        type=int_in(1, 64),
+        default=1,
+        help="input channels (1 image, 3 noise-aware)",
     )
-    p.add_argument("--base-width", type=int, default=None, help="override every model's base width")
+    p.add_argument(
+        "--base-width",
+        type=int_at_least(1),
+        default=None,
+        help="override every model's base width (>= 1)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--shipped",
@@ -79,11 +90,6 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{'':<16} {r['summary']}")
         print("use: atd-dl detect --model NAME ...; cards: atd_dl/weights/NAME/MODEL_CARD.md")
         return 0
-    if args.base_width is not None and args.base_width < 1:
-        raise InputError(None, f"--base-width must be >= 1, got {args.base_width}")
-    if not 16 <= args.size <= 8192:
-        raise InputError(None, f"--size must be in [16, 8192], got {args.size}")
-
     extra = {} if args.base_width is None else {"base_width": args.base_width}
     rows = model_table(size=args.size, in_channels=args.in_channels, **extra)
     if args.json:

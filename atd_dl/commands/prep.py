@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from atd_dl.commands._validate import int_in, nonneg_float, positive_float, writable_out_dir
+
 
 def _int_list(text: str) -> tuple[int, ...]:
     try:
@@ -45,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="folder with <frame>.{ecsv,csv,fits,vot,xml} per frame, or one catalog file",
     )
-    parser.add_argument("--out", required=True, type=Path, help="dataset folder to write")
+    parser.add_argument(
+        "--out", required=True, type=writable_out_dir, help="dataset folder to write"
+    )
     parser.add_argument("--bias", type=Path, help="master bias FITS")
     parser.add_argument("--dark", type=Path, help="master dark FITS (bias-subtracted)")
     parser.add_argument("--flat", type=Path, help="master flat FITS")
@@ -68,9 +72,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="LIST",
         help="subfields used for training (default: all others)",
     )
-    parser.add_argument("--gain", type=float, help="gain in e-/ADU (overrides the header GAIN)")
     parser.add_argument(
-        "--saturation", type=float, help="saturation level in ADU (overrides SATURATE)"
+        "--gain", type=positive_float, help="gain in e-/ADU (overrides the header GAIN)"
+    )
+    parser.add_argument(
+        "--saturation", type=positive_float, help="saturation level in ADU (overrides SATURATE)"
     )
     parser.add_argument("--hdu", help="HDU index or EXTNAME (default: first 2-D image)")
     parser.add_argument(
@@ -79,14 +85,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="catalog file name for frame {stem}, without suffix (default '{stem}')",
     )
     parser.add_argument(
-        "--subfield-size", type=int, default=512, help="subfield side in pixels (default 512)"
+        "--subfield-size",
+        type=int_in(16, 8192),
+        default=512,
+        help="subfield side in pixels, 16-8192 (default 512)",
     )
     parser.add_argument(
-        "--snr-min", type=float, default=2.0, help="keep catalog sources with 3x3 SNR >= this"
+        "--snr-min",
+        type=nonneg_float,
+        default=2.0,
+        help="keep catalog sources with 3x3 SNR >= this",
     )
     parser.add_argument(
         "--threshold-f",
-        type=float,
+        type=nonneg_float,
         default=0.5,
         help="candidate pixels above background + f * rms (Eq. 7; default 0.5)",
     )
@@ -96,11 +108,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="label whole matched components (paper as written) instead of the star footprint",
     )
     parser.add_argument(
-        "--psf-fwhm", type=float, help="PSF FWHM in px for footprint trimming (default: fitted)"
+        "--psf-fwhm",
+        type=positive_float,
+        help="PSF FWHM in px for footprint trimming (default: fitted)",
     )
     parser.add_argument(
         "--isolation-margin",
-        type=float,
+        type=nonneg_float,
         default=0.0,
         metavar="DEG",
         help="extra sky gap required between test and training frames (deg)",

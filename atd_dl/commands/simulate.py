@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
 from typing import Any
 
+from atd_dl.commands._validate import float_in, int_at_least, int_in, writable_out_dir
 from atd_dl.errors import InputError
 
 
@@ -22,8 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Frames of one run never overlap on the sky; frame k depends only on (seed, k)."
         ),
     )
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--n-frames", type=int, default=1, help="number of frames (default 1)")
+    p.add_argument("--out", required=True, type=writable_out_dir, help="output folder")
+    p.add_argument(
+        "--n-frames", type=int_at_least(1), default=1, help="number of frames (default 1)"
+    )
     p.add_argument(
         "--preset",
         choices=["sparse", "paper", "dense", "random"],
@@ -33,14 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--patches",
-        type=int,
+        type=int_at_least(0),
         default=0,
         metavar="N",
         help="with --preset random: write N 256x256 training patches (network input, "
         "labels, points as .npz) into --out instead of frames",
     )
     p.add_argument(
-        "--fwhm", type=float, default=None, help="--preset random: fix the PSF FWHM (px)"
+        "--fwhm",
+        type=float_in(0.5, 20.0),
+        default=None,
+        help="--preset random: fix the PSF FWHM, 0.5-20 px",
     )
     p.add_argument(
         "--density",
@@ -59,9 +64,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="--preset random: no nebulosity, defects, glow or trails (galaxies, halos, "
         "spikes and saturated stars still occur)",
     )
-    p.add_argument("--seed", type=int, default=0, help="run seed (camera, pointings, fields)")
-    p.add_argument("--size", type=int, default=None, help="frame size in px (default 1600)")
-    p.add_argument("--start-index", type=int, default=0, help="index of the first frame")
+    p.add_argument(
+        "--seed", type=int_at_least(0), default=0, help="run seed (camera, pointings, fields)"
+    )
+    p.add_argument(
+        "--size",
+        type=int_in(32, 20000),
+        default=None,
+        help="frame size in px, 32-20000 (default 1600)",
+    )
+    p.add_argument(
+        "--start-index", type=int_at_least(0), default=0, help="index of the first frame"
+    )
     p.add_argument(
         "--isolated",
         action="store_true",

@@ -7,6 +7,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+from atd_dl.commands._validate import out_dir_problem, writable_out_dir
 from atd_dl.errors import InputError
 
 CONFIG_NAME = "binary_train"
@@ -26,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: atd-dl train-binary experiment=binary_shipped trainer.max_epochs=5",
     )
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.data_dir=stamps/")
-    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/binary_<time>)")
+    p.add_argument(
+        "--out", type=writable_out_dir, default=None, help="run folder (default runs/binary_<time>)"
+    )
     p.add_argument(
         "--config-dir",
         type=Path,
@@ -59,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
     from atd_dl.lit.binary import train_binary
 
     out = args.out or Path("runs") / f"binary_{datetime.now():%Y%m%d_%H%M%S}"
+    problem = out_dir_problem(out)
+    if problem:
+        raise InputError(None, f"--out {problem}")
     overrides = list(args.overrides) + [f"paths.output_dir={Path(out).resolve()}"]
     with initialize_config_dir(config_dir=str(config_dir(args.config_dir)), version_base=None):
         try:

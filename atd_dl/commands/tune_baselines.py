@@ -13,6 +13,14 @@ import argparse
 import json
 from pathlib import Path
 
+from atd_dl.commands._validate import (
+    check_sextractor_env,
+    int_at_least,
+    nonneg_float,
+    uses_sextractor,
+    writable_out_dir,
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``tune-baselines`` sub-command."""
@@ -26,12 +34,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "val_set", type=Path, help="validation folder (atd-dl simulate layout: frames/, truth/)"
     )
     p.add_argument("--baselines", default="sextractor,sep,daofind", help="comma-separated names")
-    p.add_argument("--limit", type=int, default=2, help="use the first N frames (default 2)")
+    p.add_argument(
+        "--limit", type=int_at_least(1), default=2, help="use the first N frames (default 2)"
+    )
     p.add_argument(
         "--sweep", choices=["dense", "paper", "both"], default="both", help="thresholds tried"
     )
-    p.add_argument("--snr-min", type=float, default=2.0, help="SNR defining G (default 2)")
-    p.add_argument("--out", type=Path, default=None, help="write tuned.json (+ grid tables) here")
+    p.add_argument("--snr-min", type=nonneg_float, default=2.0, help="SNR defining G (default 2)")
+    p.add_argument(
+        "--out", type=writable_out_dir, default=None, help="write tuned.json (+ grid tables) here"
+    )
     p.set_defaults(func=run)
 
 
@@ -42,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from atd_dl.evaluate.references import load_test_set, read_table
     from atd_dl.io.atomic import atomic_output, atomic_write_text
 
+    if uses_sextractor(args.baselines):
+        check_sextractor_env()
     test_frames = load_test_set(args.val_set, limit=args.limit)
     load = frame_loader(args.val_set, reference="truth")
     frames, refs = [], []

@@ -62,6 +62,8 @@ class BinaryClassifierModule(L.LightningModule):
         report_dir: str | None = None,
     ) -> None:
         super().__init__()
+        if class_weights is not None:  # a ListConfig would not load with weights_only=True
+            class_weights = [float(w) for w in class_weights]
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
         self.net = net
         self.optimizer_factory = optimizer
@@ -172,7 +174,9 @@ def build_binary_training(cfg: Any) -> tuple[Any, BinaryClassifierModule]:
     import hydra
     from omegaconf import open_dict
 
-    dm = hydra.utils.instantiate(cfg.data)
+    # plain dicts/lists (no DictConfig) in the saved hyper-parameters: checkpoints must load
+    # with torch.load(weights_only=True)
+    dm = hydra.utils.instantiate(cfg.data, _convert_="all")
     geo = dm.geometry
     with open_dict(cfg):
         cfg.model.in_channels = geo.channels
@@ -241,7 +245,8 @@ def train_binary(cfg: Any) -> dict[str, Any]:
     )
     trainer.fit(module, datamodule=dm)
     best = ckpt.best_model_path or None
-    trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=False)
+    # weights_only=True: tensors and plain data only, so a tampered checkpoint cannot run code
+    trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=True)
     rep = dict(module.test_report or {})
     rep.pop("p_binary", None)
     metrics = {

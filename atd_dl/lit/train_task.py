@@ -238,6 +238,42 @@ def _export(
     return metrics
 
 
+def init_weights(net: torch.nn.Module, source: str) -> None:
+    """Start from trained weights (weights only, no optimiser state): a model folder, a
+    shipped model name (``default``, ``paper_camera``) or a Lightning ``.ckpt``.
+
+    The base network must have the same architecture and input planes as ``net``;
+    a mismatch raises :class:`InputError` naming the source and the difference.
+    """
+    from atd_dl.models.model_folder import (
+        load_checkpoint_weights,
+        load_model_folder,
+        resolve_model_dir,
+    )
+
+    path = resolve_model_dir(source)
+    if path.is_dir():
+        base, meta = load_model_folder(path)
+        state = base.state_dict()
+        base_in = int((meta.get("kwargs") or {}).get("in_channels", 1))
+        net_in = int(get_model_spec(net)["kwargs"].get("in_channels", 1))
+        if base_in != net_in:
+            raise InputError(
+                path,
+                f"base model takes {base_in} input plane(s) ({meta.get('input')}) but this "
+                f"run's model takes {net_in}; choose a base with the same input",
+            )
+    else:
+        state = load_checkpoint_weights(path)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise InputError(
+            path, f"weights do not fit this model: {str(err).splitlines()[0]}"
+        ) from None
+    log.info("initialised the network from %s", path)
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run one training job described by ``cfg`` (the composed ``configs/train.yaml``)."""
     if cfg.get("seed") is not None:
@@ -253,6 +289,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             f"model.in_channels={in_ch} but data.input_mode={datamodule.input_mode!r} gives "
             f"{datamodule.num_channels} channel(s); set model.in_channels={datamodule.num_channels}",
         )
+    if cfg.get("init_from"):
+        init_weights(net, str(cfg.init_from))
     loss = hydra.utils.instantiate(cfg.loss)
     module: SegmentationModule = hydra.utils.instantiate(cfg.module, net=net, loss=loss)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
