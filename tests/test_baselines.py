@@ -373,3 +373,12 @@ def test_cli_baseline_writes_catalogs_and_reports_bad_frames(tmp_path: Path, fie
     assert len(list(out.glob("good.daofind_t*.ecsv"))) == 10
     assert main(["baseline", "nosuch", str(good)]) == 2
     assert "choose one of" in capsys.readouterr().err
+
+
+def test_invalid_sextractor_env_is_reported_not_replaced(monkeypatch, tmp_path) -> None:
+    from atd_dl.baselines.base import BaselineUnavailable
+    from atd_dl.baselines.sextractor import find_sextractor
+
+    monkeypatch.setenv("ATD_DL_SEXTRACTOR", str(tmp_path / "no_such_sex"))
+    with pytest.raises(BaselineUnavailable, match=r"\$ATD_DL_SEXTRACTOR=.*no_such_sex"):
+        find_sextractor()

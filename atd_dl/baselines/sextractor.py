@@ -63,11 +63,22 @@ INSTALL_HINT = (
 
 
 def find_sextractor(binary: str | os.PathLike[str] | None = None) -> str:
-    """Path of the SExtractor executable; raises :class:`BaselineUnavailable` if absent."""
-    candidates = (
-        [binary] if binary else [os.environ.get("ATD_DL_SEXTRACTOR"), "source-extractor", "sex"]
-    )
-    for cand in candidates:
+    """Path of the SExtractor executable; raises :class:`BaselineUnavailable` if absent.
+
+    An explicit ``binary`` or a set ``$ATD_DL_SEXTRACTOR`` must work: when it does not,
+    the error names it (no silent fall-back to another SExtractor on the PATH).
+    """
+    chosen = binary or os.environ.get("ATD_DL_SEXTRACTOR")
+    if chosen:
+        path = shutil.which(str(chosen))
+        if path:
+            return path
+        what = "binary" if binary else "$ATD_DL_SEXTRACTOR"
+        raise BaselineUnavailable(
+            f"{what}={chosen}: not found or not executable; fix it or unset it to use "
+            "'source-extractor' / 'sex' from the PATH"
+        )
+    for cand in ("source-extractor", "sex"):
         if not cand:
             continue
         path = shutil.which(str(cand))
