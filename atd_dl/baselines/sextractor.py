@@ -75,8 +75,12 @@ def find_sextractor(binary: str | os.PathLike[str] | None = None) -> str:
             return path
         what = "binary" if binary else "$ATD_DL_SEXTRACTOR"
         raise BaselineUnavailable(
-            f"{what}={chosen}: not found or not executable; fix it or unset it to use "
-            "'source-extractor' / 'sex' from the PATH"
+            f"{what}={chosen}: not found or not executable"
+            + (
+                "; fix it or unset it to use 'source-extractor' / 'sex' from the PATH"
+                if not binary
+                else f". {INSTALL_HINT}"
+            )
         )
     for cand in ("source-extractor", "sex"):
         if not cand:
