@@ -251,6 +251,127 @@ def estimate_fwhm(
     return float(np.clip(2.3548 * np.median(s[ok]), 0.8, 20.0))
 
 
+#: Largest half-size (px) of the square box a windowed centroid reads; the Gaussian window
+#: is cut at ``min(4 sigma, _MAX_WINDOW_HALF - 1)`` px, so a huge FWHM (a PSF blown up by
+#: bright, saturated regions) costs at most ``31^2`` pixels per source and iteration.
+_MAX_WINDOW_HALF = 15
+#: Window pixels per block of sources refined together: bounds the float32 work arrays
+#: (~1 MiB each, cache-sized) independently of the number of sources.
+_BLOCK_PIXELS = 1 << 18
+
+
+def _window_geometry(fwhm: float, window_scale: float) -> tuple[float, int, float]:
+    """``(sigma, half, r_max)`` of the windowed centroid: Gaussian width (px), half-size of
+    the box read around each source (px) and radius beyond which the weight is 0 (px).
+
+    ``half = ceil(4 sigma) + 1`` and ``r_max = 4 sigma``, both capped by
+    :data:`_MAX_WINDOW_HALF` (``r_max <= half - 1`` keeps the cut circle inside the box
+    while the position stays within 0.5 px of its start pixel).
+    """
+    sigma = window_scale * max(float(fwhm), 0.5) / 2.3548
+    half = min(int(np.ceil(4.0 * sigma)) + 1, _MAX_WINDOW_HALF)
+    return sigma, half, min(4.0 * sigma, half - 1.0)
+
+
+def _gather_boxes(
+    shape: tuple[int, int], cx: np.ndarray, cy: np.ndarray, half: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices into an image of ``shape`` of the ``k = 2 half + 1`` square boxes centred
+    on pixels ``(cx, cy)``, clipped to the frame, and the mask of box pixels on the frame.
+
+    Both are ``(k, k, m)`` (row offset, column offset, source): with the source axis last
+    the per-pixel arithmetic and the reductions over the box run along long contiguous rows.
+    """
+    ny, nx = shape
+    off = np.arange(-half, half + 1)
+    rows = off[:, None] + cy[None, :]
+    cols = off[:, None] + cx[None, :]
+    on = ((rows >= 0) & (rows < ny))[:, None, :] & ((cols >= 0) & (cols < nx))[None, :, :]
+    flat = np.clip(rows, 0, ny - 1)[:, None, :] * nx + np.clip(cols, 0, nx - 1)[None, :, :]
+    return flat, on
+
+
+def _window_weights(
+    du: np.ndarray,
+    dv: np.ndarray,
+    inv2s2: float,
+    w_min: np.float32,
+    buf: np.ndarray | None = None,
+    mask_buf: np.ndarray | None = None,
+) -> np.ndarray:
+    """Gaussian window ``exp(-r^2 / 2 sigma^2)`` on ``(k, k, m)`` boxes, 0 beyond ``r_max``.
+
+    Separable: ``exp`` is evaluated only on the ``(k, m)`` column and row offsets ``du, dv``
+    (px), and the circular cut ``r <= r_max`` is applied as the equivalent
+    ``w >= w_min = exp(-r_max^2 / 2 sigma^2)`` on the float32 product. ``buf`` (float32)
+    and ``mask_buf`` (bool), flat and at least ``k * k * m`` long, are reused as scratch
+    space when given (no page faults from fresh MiB-sized arrays in every iteration).
+    """
+    k, m = du.shape
+    ex = np.exp(-inv2s2 * du * du).astype(np.float32)
+    ey = np.exp(-inv2s2 * dv * dv).astype(np.float32)
+    size = k * k * m
+    w = None if buf is None else buf[:size].reshape(k, k, m)
+    keep = None if mask_buf is None else mask_buf[:size].reshape(k, k, m)
+    w = np.multiply(ey[:, None, :], ex[None, :, :], out=w)
+    keep = np.greater_equal(w, w_min, out=keep)
+    np.multiply(w, keep, out=w)
+    return w
+
+
+def _refine_block(
+    vals: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    inv2s2: float,
+    w_min: np.float32,
+    iterations: int,
+    tolerance: float,
+) -> np.ndarray:
+    """Iterate the windowed centroids of one block of sources.
+
+    ``vals`` ``(k, k, m)`` float32 box pixels (0 where off the frame or bad); ``u, v``
+    ``(m,)`` positions in box coordinates (box pixel ``[0, 0]`` at ``(0, 0)``), updated in
+    place. A source whose step falls to ``tolerance`` or below stops moving; the work
+    arrays are shrunk to the moving sources whenever these are under 3/4 of them, so the
+    cost follows the number of sources still moving. Returns ``ok`` (False where a window
+    had no positive signal).
+    """
+    k, _, m = vals.shape
+    grid = np.arange(k, dtype=np.float64)[:, None]
+    ok = np.ones(m, bool)
+    idx = np.arange(m)  # sources held in the work arrays
+    live = np.ones(m, bool)  # of those, the ones still moving
+    va, ua, vv = vals, u.copy(), v.copy()
+    buf = np.empty(vals.size, np.float32)
+    mask_buf = np.empty(vals.size, bool)
+    for _ in range(iterations):
+        du = grid - ua[None, :]
+        dv = grid - vv[None, :]
+        w = _window_weights(du, dv, inv2s2, w_min, buf, mask_buf)
+        w *= va
+        col = np.add.reduce(w, axis=0)  # (k, m): column sums
+        row = np.add.reduce(w, axis=1)  # (k, m): row sums
+        s = col.sum(axis=0, dtype=np.float64)
+        good = s > 0
+        safe = np.where(good, s, 1.0)
+        step_u = np.where(good & live, 2.0 * (col * du).sum(axis=0) / safe, 0.0)
+        step_v = np.where(good & live, 2.0 * (row * dv).sum(axis=0) / safe, 0.0)
+        ok[idx[live & ~good]] = False
+        ua += step_u
+        vv += step_v
+        live &= np.hypot(step_u, step_v) > tolerance
+        n_live = np.count_nonzero(live)
+        if n_live == 0:
+            break
+        if n_live < 0.75 * live.size:
+            u[idx], v[idx] = ua, vv
+            idx, ua, vv, va = idx[live], ua[live], vv[live], va[:, :, live]
+            live = np.ones(n_live, bool)
+    u[idx], v[idx] = ua, vv
+    return ok
+
+
 def windowed_centroids(
     image: np.ndarray,
     x: np.ndarray,
@@ -268,14 +389,21 @@ def windowed_centroids(
 
     Starting from ``x, y`` (0-based px), each step moves the position by
     ``2·Σ w I (x_i − x) / Σ w I`` with ``w = exp(−r²/2σ²)``, over the pixels within ``4σ``
-    (background-subtracted ``image``; ``bad`` pixels get no weight). The window is wider
-    than the PSF, ``σ = window_scale·fwhm/2.3548``: with a window matched to an undersampled
-    PSF (FWHM ≈ 1.5 px) the fixed point is pulled towards pixel centres by up to 0.06 px;
-    at 1.5× the FWHM that pixel-phase bias stays under 0.01 px.
+    (background-subtracted ``image``; ``bad`` and non-finite pixels get no weight). The
+    window is wider than the PSF, ``σ = window_scale·fwhm/2.3548``: with a window matched
+    to an undersampled PSF (FWHM ≈ 1.5 px) the fixed point is pulled towards pixel centres
+    by up to 0.06 px; at 1.5× the FWHM that pixel-phase bias stays under 0.01 px. The cut
+    radius is capped at ``_MAX_WINDOW_HALF − 1 = 14`` px (reached for ``fwhm`` > 5.5 px at
+    the default scale), which bounds the cost per source.
     Sources whose window has no positive signal, or that would move by more than
     ``max_shift`` px, keep their start position (``ok`` False). Returns
     ``(x, y, x_err, y_err, ok)``; errors from ``variance`` (per pixel, image units²) when
     given, else NaN.
+
+    Cost: linear in the number of sources, at most ``iterations`` steps of ``(2h + 1)²``
+    pixels each (``h <= 15``); sources are refined in blocks (bounded memory), the
+    Gaussian is evaluated separably, and a source stops being updated once its step is
+    below ``tolerance`` (float32 window sums; positions in float64).
     """
     x0 = np.asarray(x, float)
     y0 = np.asarray(y, float)
@@ -283,63 +411,50 @@ def windowed_centroids(
     if n == 0:
         empty = np.zeros(0)
         return empty, empty, empty, empty, np.zeros(0, bool)
-    ny, nx = image.shape
-    sigma = window_scale * max(float(fwhm), 0.5) / 2.3548
-    h = int(np.ceil(4.0 * sigma)) + 1
-    oy, ox = np.mgrid[-h : h + 1, -h : h + 1]
-    ox = ox.ravel().astype(float)
-    oy = oy.ravel().astype(float)
-    cx = np.rint(x0).astype(int)
-    cy = np.rint(y0).astype(int)
-    px = cx[:, None] + ox[None, :].astype(int)
-    py = cy[:, None] + oy[None, :].astype(int)
-    inside = (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
-    pxc = np.clip(px, 0, nx - 1)
-    pyc = np.clip(py, 0, ny - 1)
-    val = np.where(inside, np.nan_to_num(image[pyc, pxc].astype(float)), 0.0)
-    if bad is not None:
-        inside &= ~bad[pyc, pxc]
-        val = np.where(inside, val, 0.0)
-    fx = px.astype(float)
-    fy = py.astype(float)
+    sigma, h, r_max = _window_geometry(fwhm, window_scale)
+    inv2s2 = 0.5 / sigma**2
+    w_min = np.float32(np.exp(-inv2s2 * r_max * r_max))
+    k = 2 * h + 1
+    grid = np.arange(k, dtype=np.float64)[:, None]
+    img = np.asarray(image).ravel()
+    bad_flat = None if bad is None else np.asarray(bad, bool).ravel()
+    var_arr = None if variance is None else np.asarray(variance)
+    if var_arr is not None and var_arr.ndim > 0:
+        var_arr = np.broadcast_to(var_arr, image.shape).ravel()
+    cx = np.rint(x0).astype(np.int64)
+    cy = np.rint(y0).astype(np.int64)
     xc, yc = x0.copy(), y0.copy()
-    active = np.ones(n, bool)
     ok = np.ones(n, bool)
-    r_max2 = (4.0 * sigma) ** 2
-    for _ in range(iterations):
-        dx = fx - xc[:, None]
-        dy = fy - yc[:, None]
-        r2 = dx * dx + dy * dy
-        w = np.where(inside & (r2 <= r_max2), np.exp(-0.5 * r2 / sigma**2), 0.0)
-        wi = w * val
-        s = wi.sum(axis=1)
-        good = s > 0
-        safe = np.where(good, s, 1.0)
-        step_x = np.where(good, 2.0 * (wi * dx).sum(axis=1) / safe, 0.0)
-        step_y = np.where(good, 2.0 * (wi * dy).sum(axis=1) / safe, 0.0)
-        ok &= good
-        step_x[~active] = 0.0
-        step_y[~active] = 0.0
-        xc += step_x
-        yc += step_y
-        active &= np.hypot(step_x, step_y) > tolerance
-        if not active.any():
-            break
-    ok &= np.hypot(xc - x0, yc - y0) <= max_shift
-    xc = np.where(ok, xc, x0)
-    yc = np.where(ok, yc, y0)
-    if variance is None:
-        x_err = np.full(n, np.nan)
-        y_err = np.full(n, np.nan)
-    else:
-        var = np.broadcast_to(np.asarray(variance, float), image.shape)
-        vpix = np.where(inside, var[pyc, pxc], 0.0)
-        dx = fx - xc[:, None]
-        dy = fy - yc[:, None]
-        r2 = dx * dx + dy * dy
-        w = np.where(inside & (r2 <= r_max2), np.exp(-0.5 * r2 / sigma**2), 0.0)
-        s = (w * val).sum(axis=1)
+    x_err = np.full(n, np.nan)
+    y_err = np.full(n, np.nan)
+    block = max(1, _BLOCK_PIXELS // (k * k))
+    for b0 in range(0, n, block):
+        sl = slice(b0, min(b0 + block, n))
+        flat, on = _gather_boxes(image.shape, cx[sl], cy[sl], h)
+        if bad_flat is not None:
+            on &= ~bad_flat[flat]
+        vals = img[flat].astype(np.float32)
+        vals = np.where(on & np.isfinite(vals), vals, np.float32(0.0))
+        ox = (cx[sl] - h).astype(np.float64)
+        oy = (cy[sl] - h).astype(np.float64)
+        u, v = x0[sl] - ox, y0[sl] - oy
+        okb = _refine_block(vals, u, v, inv2s2, w_min, iterations, tolerance)
+        okb &= np.hypot(u + ox - x0[sl], v + oy - y0[sl]) <= max_shift
+        xc[sl] = np.where(okb, u + ox, x0[sl])
+        yc[sl] = np.where(okb, v + oy, y0[sl])
+        ok[sl] = okb
+        if var_arr is None:
+            continue
+        du = grid - (xc[sl] - ox)[None, :]
+        dv = grid - (yc[sl] - oy)[None, :]
+        w = _window_weights(du, dv, inv2s2, w_min)
+        s = (w * vals).sum(axis=(0, 1), dtype=np.float64)
         safe = np.where(s > 0, s, 1.0)
-        x_err = 2.0 * np.sqrt((w * w * vpix * dx * dx).sum(axis=1)) / safe
-        y_err = 2.0 * np.sqrt((w * w * vpix * dy * dy).sum(axis=1)) / safe
+        w *= w
+        var_box = var_arr if var_arr.ndim == 0 else var_arr[flat]
+        w *= np.where(on, var_box, 0.0).astype(np.float32)
+        col = w.sum(axis=0)
+        row = w.sum(axis=1)
+        x_err[sl] = 2.0 * np.sqrt((col * du * du).sum(axis=0)) / safe
+        y_err[sl] = 2.0 * np.sqrt((row * dv * dv).sum(axis=0)) / safe
     return xc, yc, x_err, y_err, ok
