@@ -8,11 +8,11 @@ Usage::
 Validation set (never the test seeds of ``benchmarks/eval_matrix.py``): randomised frames
 (``atd_dl.sim.randomized``) at FWHM {1.3, 2.5, 4.5} px x density {sparse, paper, crowded},
 one hard frame and one near-empty frame, plus source-free frames (Gaussian sigma 3 and
-30 ADU, Poisson mean 2, 50 and 1000 counts; 1024², and one 600 x 1400). For each
+30 ADU, Poisson mean 0.5, 2, 50 and 1000 counts; 512²-1024², and one 600 x 1400). For each
 threshold: strict one-to-one P/R/F1 pooled and per frame (3 px, 3 px edge cut, G = true
 stars with 3x3 SNR >= 2) and detections per 10^5 px on the source-free frames. The
-chosen threshold maximises the mean per-frame F1 with at most ``--max-false``
-detections per 10^5 px on noise. ``--write`` stores it in the model's thresholds.json.
+chosen threshold maximises the mean per-frame F1 (frames with >= 20 reference stars)
+with at most ``--max-false`` detections per 10^5 px on noise. ``--write`` stores it in the model's thresholds.json.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def _validation_frames(size: int, seed: int, folder: Path) -> tuple[list, list, 
         array_frame(noise_frame((1024, 1024), "gaussian", 3.0, rng)),
         array_frame(noise_frame((1024, 1024), "gaussian", 30.0, rng)),
         array_frame(noise_frame((1024, 1024), "poisson", 2.0, rng), gain=1.0),
+        array_frame(noise_frame((512, 512), "poisson", 0.5, rng), gain=1.0),
         array_frame(noise_frame((1024, 1024), "poisson", 50.0, rng), gain=1.0),
         array_frame(noise_frame((600, 1400), "poisson", 1000.0, rng), gain=1.0),
     ]
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=768)
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--max-false", type=float, default=0.3, help="per 10^5 px on noise frames")
-    ap.add_argument("--thresholds", default="0.3:0.96:0.03", help="START:STOP:STEP")
+    ap.add_argument("--thresholds", default="0.2:0.95:0.05", help="START:STOP:STEP")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--write", action="store_true", help="write thresholds.json of --model")
     args = ap.parse_args(argv)

@@ -56,6 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="probability threshold in (0, 1) (default: the model's)",
     )
+    p.add_argument(
+        "--min-snr",
+        type=nonneg_float,
+        default=None,
+        help="drop detections with aperture SNR below this (default: the model's, "
+        "2.5 for the default model; 0 keeps all)",
+    )
     p.add_argument("--bias", type=Path, default=None, help="master bias FITS")
     p.add_argument("--dark", type=Path, default=None, help="master dark FITS (bias-subtracted)")
     p.add_argument("--flat", type=Path, default=None, help="master flat FITS")
@@ -126,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = DetectConfig(
         threshold=args.threshold,
+        min_snr=args.min_snr,
         tile=args.tile,
         overlap=args.overlap,
         batch_size=args.batch_size,

@@ -89,6 +89,9 @@ class DetectConfig:
     background_box: int = 50
     background_filter: int = 3
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    # drop detections whose aperture SNR is below this (None: the model folder's
+    # config.json "postprocess": {"min_snr": ...}, else 0 = keep all)
+    min_snr: float | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary written into catalog headers."""
@@ -188,6 +191,21 @@ def frame_stem(path: str | Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem
+
+
+def _drop_low_snr(ex: Extraction, min_snr: float) -> Extraction:
+    """Remove sources with aperture ``snr < min_snr``; ids and segmap renumbered."""
+    cat = ex.catalog
+    keep = np.asarray(cat["snr"], dtype=float) >= min_snr
+    if keep.all():
+        return ex
+    ids = np.asarray(cat["id"], dtype=np.int64)
+    lut = np.zeros(int(max(ids.max(), ex.segmap.max())) + 1, dtype=np.int32)
+    lut[ids[keep]] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    out = cat[keep]
+    out["id"] = np.arange(1, len(out) + 1, dtype=np.int64)
+    out.meta["min_snr"] = float(min_snr)
+    return dataclasses.replace(ex, catalog=out, segmap=lut[ex.segmap])
 
 
 def _calibration_label(masters: Any) -> str:
@@ -342,6 +360,10 @@ class Detector:
             self.threshold_source = str(self.meta.get("threshold_source", "thresholds.json"))
         if not 0.0 < self.threshold < 1.0:
             raise InputError(None, f"threshold must be in (0, 1), got {self.threshold}")
+        model_pp = (self.meta.get("config") or {}).get("postprocess") or {}
+        self.min_snr = float(
+            self.config.min_snr if self.config.min_snr is not None else model_pp.get("min_snr", 0.0)
+        )
 
     @property
     def predictor(self) -> Any:
@@ -463,6 +485,8 @@ class Detector:
         add_sky_coordinates(ex.catalog, frame.wcs)
         if self.binary_model is not None and len(ex.catalog):
             ex.catalog = self._classify_binaries(prepared, ex.catalog)
+        if self.min_snr > 0 and len(ex.catalog):
+            ex = _drop_low_snr(ex, self.min_snr)
         if frame.origin != (0, 0) and len(ex.catalog):  # trimmed: report HDU pixels
             ex.catalog["x"] += float(frame.origin[0])
             ex.catalog["y"] += float(frame.origin[1])

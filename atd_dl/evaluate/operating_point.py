@@ -101,8 +101,11 @@ def sweep(
     radius: float = 3.0,
     edge: float = 3.0,
     snr_min: float = 2.0,
+    min_stars: int = 20,
 ) -> list[SweepRow]:
     """Strict P/R/F1 pooled over ``frames`` and the false-alarm rate on ``noise`` per threshold.
+
+    ``mean_frame_f1`` averages the frames with at least ``min_stars`` reference stars.
 
     The detector's own threshold is restored afterwards.
     """
@@ -116,6 +119,7 @@ def sweep(
             tp = fp = fn = 0
             f1s = []
             for (prep, prob), ref in zip(maps, references, strict=True):
+                n_g = int(np.sum(ref.target & (np.nan_to_num(ref.snr, nan=-1.0) >= snr_min)))
                 det = _positions(detector, prep, prob, t)
                 ev = evaluate_frame(
                     det,
@@ -129,7 +133,8 @@ def sweep(
                 )
                 c = ev.strict
                 tp, fp, fn = tp + c.tp, fp + c.fp, fn + c.fn
-                f1s.append(prf(c.tp, c.fp, c.fn)[2])
+                if n_g >= min_stars:  # F1 of a near-empty frame is noise: pooled only
+                    f1s.append(prf(c.tp, c.fp, c.fn)[2])
             n_false = sum(len(_positions(detector, p, m, t)) for p, m in noise_maps)
             p_, r_, f_ = prf(tp, fp, fn)
             rows.append(
