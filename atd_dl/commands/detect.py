@@ -60,8 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--min-snr",
         type=nonneg_float,
         default=None,
-        help="drop detections with aperture SNR below this (default: the model's, "
-        "2.5 for the default model; 0 keeps all)",
+        help="drop detections with aperture SNR below this (default: the model folder's "
+        "config.json postprocess.min_snr, else 0 = keep all)",
     )
     p.add_argument("--bias", type=Path, default=None, help="master bias FITS")
     p.add_argument("--dark", type=Path, default=None, help="master dark FITS (bias-subtracted)")
