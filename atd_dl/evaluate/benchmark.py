@@ -186,7 +186,15 @@ def model_method(
         mname = Path(model_dir).resolve().parent.name if model_dir else "atd-dl"
 
     def catalogs(frame: Any, values: Sequence[float]) -> list[Table]:
+        from atd_dl.detect.pipeline import PreparedMosaic
+
         prepared = det.prepare(frame)
+        if isinstance(prepared, PreparedMosaic):
+            raise InputError(
+                frame,
+                f"{len(prepared.parts)} image extensions: the benchmark scores one image "
+                "per frame file; split the extensions into files",
+            )
         prob = det.infer(prepared)
         out = []
         try:
