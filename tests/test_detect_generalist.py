@@ -121,3 +121,22 @@ def test_trimmed_frame_reports_positions_in_the_hdu_grid(tmp_path: Path) -> None
     assert cat["x"][0] == pytest.approx(40.0, abs=0.2) and cat["y"][0] == pytest.approx(
         25.0, abs=0.2
     )
+
+
+def test_saturated_star_fragments_merge_into_one_detection() -> None:
+    from atd_dl.detect.pipeline import merge_saturated_fragments
+    from atd_dl.detect.postprocess import Extraction
+
+    seg = np.zeros((40, 40), np.int32)
+    seg[10:16, 10:16] = 1  # the star's main segment
+    seg[16:18, 12:14] = 2  # a fragment on the saturated core's rim
+    seg[30:33, 30:33] = 3  # an unrelated star
+    sat = np.zeros((40, 40), bool)
+    sat[13:17, 11:15] = True
+    cat = Table({"id": [1, 2, 3], "area": [36, 4, 9], "x": [12.5, 12.5, 31.0]})
+    ex = Extraction(cat, seg, 2.0, 3.0, 3, 1.0)
+    out = merge_saturated_fragments(ex, sat)
+    assert list(out.catalog["id"]) == [1, 2] and list(out.catalog["x"]) == [12.5, 31.0]
+    assert set(np.unique(out.segmap)) == {0, 1, 2} and (out.segmap[16:18, 12:14] == 1).all()
+    untouched = merge_saturated_fragments(ex, np.zeros((40, 40), bool))
+    assert len(untouched.catalog) == 3

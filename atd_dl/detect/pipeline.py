@@ -193,6 +193,42 @@ def frame_stem(path: str | Path) -> str:
     return Path(name).stem
 
 
+def merge_saturated_fragments(ex: Extraction, saturated: np.ndarray, grow: int = 2) -> Extraction:
+    """One detection per saturated star: of the sources whose segment touches the same
+    saturated region (grown by ``grow`` px), the largest is kept and the others' pixels
+    join it; ids and segmap renumbered. Their centroids and fluxes are the kept source's."""
+    from scipy import ndimage
+
+    regions, n_reg = ndimage.label(ndimage.binary_dilation(saturated, iterations=grow))
+    if n_reg == 0:
+        return ex
+    seg = ex.segmap
+    on = (seg > 0) & (regions > 0)
+    if not on.any():
+        return ex
+    pairs = np.unique(np.stack([regions[on], seg[on]], axis=1), axis=0)  # (region, id)
+    cat = ex.catalog
+    ids = np.asarray(cat["id"], dtype=np.int64)
+    row = {int(i): k for k, i in enumerate(ids)}
+    area = np.asarray(cat["area"], dtype=np.int64)
+    target = np.arange(int(max(ids.max(), seg.max())) + 1, dtype=np.int64)  # id -> kept id
+    for r in np.unique(pairs[:, 0]):
+        members = [int(i) for i in pairs[pairs[:, 0] == r, 1] if int(i) in row]
+        if len(members) < 2:
+            continue
+        keep = max(members, key=lambda i: area[row[i]])
+        for i in members:
+            target[i] = keep
+    if np.all(target == np.arange(len(target))):
+        return ex
+    kept = np.array([target[i] == i for i in ids])
+    lut = np.zeros(len(target), dtype=np.int32)
+    lut[ids[kept]] = np.arange(1, int(kept.sum()) + 1, dtype=np.int32)
+    out = cat[kept]
+    out["id"] = np.arange(1, len(out) + 1, dtype=np.int64)
+    return dataclasses.replace(ex, catalog=out, segmap=lut[target[seg]])
+
+
 def _drop_low_snr(ex: Extraction, min_snr: float) -> Extraction:
     """Remove sources with aperture ``snr < min_snr``; ids and segmap renumbered."""
     cat = ex.catalog
@@ -485,6 +521,8 @@ class Detector:
         add_sky_coordinates(ex.catalog, frame.wcs)
         if self.binary_model is not None and len(ex.catalog):
             ex.catalog = self._classify_binaries(prepared, ex.catalog)
+        if frame.saturated.any() and len(ex.catalog) > 1:
+            ex = merge_saturated_fragments(ex, frame.saturated)
         if self.min_snr > 0 and len(ex.catalog):
             ex = _drop_low_snr(ex, self.min_snr)
         if frame.origin != (0, 0) and len(ex.catalog):  # trimmed: report HDU pixels
