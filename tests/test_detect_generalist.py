@@ -140,3 +140,22 @@ def test_saturated_star_fragments_merge_into_one_detection() -> None:
     assert set(np.unique(out.segmap)) == {0, 1, 2} and (out.segmap[16:18, 12:14] == 1).all()
     untouched = merge_saturated_fragments(ex, np.zeros((40, 40), bool))
     assert len(untouched.catalog) == 3
+
+
+def test_confident_single_pixel_components_survive_when_the_model_asks() -> None:
+    from atd_dl.detect.postprocess import PostprocessConfig, segment_sources
+
+    prob = np.zeros((30, 30), np.float32)
+    prob[10, 10] = 0.99  # an undersampled bright star: one pixel above threshold
+    prob[20, 20] = 0.75  # a marginal single pixel
+    img = np.zeros((30, 30), np.float32)
+    img[10, 10], img[20, 20] = 500.0, 20.0
+    kw = {"image_e": img, "background_rms_e": np.ones((30, 30), np.float32)}
+    assert len(segment_sources(prob, 0.7, **kw).catalog) == 0  # paper default: >= 2 px
+    cfg = PostprocessConfig(small_peak_prob=0.95)
+    cat = segment_sources(prob, 0.7, config=cfg, **kw).catalog
+    assert len(cat) == 1 and cat["x"][0] == pytest.approx(10.0)
+    from atd_dl.models.model_folder import load_model_folder
+
+    _, meta = load_model_folder(shipped_models()["default"])
+    assert Detector(None, meta).config.postprocess.small_peak_prob == 0.95

@@ -397,6 +397,13 @@ class Detector:
         if not 0.0 < self.threshold < 1.0:
             raise InputError(None, f"threshold must be in (0, 1), got {self.threshold}")
         model_pp = (self.meta.get("config") or {}).get("postprocess") or {}
+        # the model folder's post-processing settings (part of its operating point)
+        fields = {f.name for f in dataclasses.fields(PostprocessConfig)}
+        pp = {k: v for k, v in model_pp.items() if k in fields}
+        if pp:
+            self.config = dataclasses.replace(
+                self.config, postprocess=dataclasses.replace(self.config.postprocess, **pp)
+            )
         self.min_snr = float(
             self.config.min_snr if self.config.min_snr is not None else model_pp.get("min_snr", 0.0)
         )

@@ -86,6 +86,9 @@ class PostprocessConfig:
     """Parameters of the post-processing (defaults = the documented operating point)."""
 
     min_area: int = 2  # px; smaller components are dropped (paper labels: >= 2 px)
+    # ... unless their peak probability reaches this (> 1 = never): undersampled bright
+    # stars can leave a single pixel above the threshold
+    small_peak_prob: float = 1.01
     circularity_threshold: float = 0.7  # Eq. 15 blend criterion
     min_blend_area: int = 6  # px; smaller components always count as round
     min_child_area: int = 2  # px; smallest sub-target of the shape (growth) split
@@ -312,6 +315,14 @@ def segment_sources(
         binary, connectivity=8, ltype=cv2.CV_32S
     )
     keep = stats[:, cv2.CC_STAT_AREA] >= cfg.min_area
+    if cfg.small_peak_prob <= 1.0:  # undersampled stars: a confident single pixel counts
+        small = ~keep
+        small[0] = False
+        if small.any():
+            peak_p = np.zeros(n_raw)
+            pv = np.nan_to_num(np.asarray(prob, dtype=np.float64).ravel(), nan=0.0)
+            np.maximum.at(peak_p, np.asarray(labels, dtype=np.int64).ravel(), pv)
+            keep |= small & (peak_p >= cfg.small_peak_prob)
     keep[0] = False
     n = int(keep.sum())
     if n < n_raw - 1:
