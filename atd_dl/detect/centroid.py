@@ -216,6 +216,8 @@ def estimate_fwhm(
     (pixel-integrated, i.e. including the pixel's 1/12 px^2). Returns ``default`` when
     fewer than 5 sources are usable. The estimate only sets the photometry aperture.
     """
+    from atd_dl.prep.psf_width import adaptive_fwhm
+
     ny, nx = image.shape
     xi = np.rint(np.asarray(x)).astype(np.int64)
     yi = np.rint(np.asarray(y)).astype(np.int64)
@@ -225,30 +227,16 @@ def estimate_fwhm(
     idx = np.flatnonzero(sel)[:max_stars]
     if idx.size < 5:
         return float(default)
-    off = np.arange(-h, h + 1, dtype=np.float64)
-    boxes = image[
-        yi[idx][:, None, None] + np.arange(-h, h + 1)[None, :, None],
-        xi[idx][:, None, None] + np.arange(-h, h + 1)[None, None, :],
-    ].astype(np.float64)
-    boxes = np.clip(boxes, 0.0, None)
-    gx = off[None, None, :]
-    gy = off[None, :, None]
-    s = np.full(len(idx), default / 2.3548)
-    mx = np.zeros(len(idx))
-    my = np.zeros(len(idx))
-    for _ in range(iterations):
-        r2 = (gx - mx[:, None, None]) ** 2 + (gy - my[:, None, None]) ** 2
-        w = boxes * np.exp(-0.5 * r2 / (s[:, None, None] ** 2))
-        sw = np.maximum(w.sum(axis=(1, 2)), 1e-30)
-        mx = np.clip((w * gx).sum(axis=(1, 2)) / sw, -1.0, 1.0)
-        my = np.clip((w * gy).sum(axis=(1, 2)) / sw, -1.0, 1.0)
-        r2 = (gx - mx[:, None, None]) ** 2 + (gy - my[:, None, None]) ** 2
-        m2 = 0.5 * (w * r2).sum(axis=(1, 2)) / sw
-        s = np.clip(np.sqrt(2.0 * m2), 0.3, h / 1.5)
-    ok = boxes.sum(axis=(1, 2)) > 0
-    if ok.sum() < 5:
+    fw = adaptive_fwhm(image, xi[idx], yi[idx], half_size=h, iterations=iterations)
+    boxes_ok = np.array(
+        [
+            image[yy - h : yy + h + 1, xx - h : xx + h + 1].clip(0).sum() > 0
+            for yy, xx in zip(yi[idx], xi[idx], strict=True)
+        ]
+    )
+    if boxes_ok.sum() < 5:
         return float(default)
-    return float(np.clip(2.3548 * np.median(s[ok]), 0.8, 20.0))
+    return float(np.clip(np.median(fw[boxes_ok]), 0.8, 20.0))
 
 
 #: Largest half-size (px) of the square box a windowed centroid reads; the Gaussian window
