@@ -523,7 +523,7 @@ class Detector:
                 poisson=prepared.unit == "electron",
                 unit=prepared.unit,
                 config=self.config.postprocess,
-                fwhm=None if prepared.fwhm is None else prepared.fwhm.fwhm,
+                fwhm=None if prepared.fwhm is None else prepared.fwhm.image_fwhm,
             )
         add_sky_coordinates(ex.catalog, frame.wcs)
         if self.binary_model is not None and len(ex.catalog):

@@ -41,6 +41,13 @@ class FwhmMeasurement:
     grid: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def image_fwhm(self) -> float:
+        """FWHM (px) of a star as sampled by the pixels: the optical FWHM convolved with the
+        pixel box (``sqrt(fwhm^2 + 2.3548^2 / 12)``); the scale of image-domain operations
+        (windows, apertures, deblending) — it matters for undersampled frames."""
+        return float(np.sqrt(self.fwhm**2 + GAUSS_FWHM**2 / 12.0))
+
 
 def adaptive_fwhm(
     image: np.ndarray, x: np.ndarray, y: np.ndarray, *, half_size: int = 7, iterations: int = 8
