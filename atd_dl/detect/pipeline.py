@@ -27,6 +27,7 @@ without any finite pixel gives an empty catalog and a warning.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import json
 import logging
@@ -193,6 +194,17 @@ def frame_stem(path: str | Path) -> str:
     return Path(name).stem
 
 
+def _select_sources(ex: Extraction, keep: np.ndarray, seg_ids: np.ndarray) -> Extraction:
+    """Keep the catalog rows ``keep``; ids renumbered 1..n and the segmap (whose pixels
+    hold the old ids ``seg_ids``; 0 or a dropped id -> background) mapped to them."""
+    ids = np.asarray(ex.catalog["id"], dtype=np.int64)
+    lut = np.zeros(int(max(ids.max(), seg_ids.max())) + 1, dtype=np.int32)
+    lut[ids[keep]] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    out = ex.catalog[keep]
+    out["id"] = np.arange(1, len(out) + 1, dtype=np.int64)
+    return dataclasses.replace(ex, catalog=out, segmap=lut[seg_ids])
+
+
 def merge_saturated_fragments(ex: Extraction, saturated: np.ndarray, grow: int = 2) -> Extraction:
     """One detection per saturated star: of the sources whose segment touches the same
     saturated region (grown by ``grow`` px), the largest is kept and the others' pixels
@@ -221,27 +233,17 @@ def merge_saturated_fragments(ex: Extraction, saturated: np.ndarray, grow: int =
             target[i] = keep
     if np.all(target == np.arange(len(target))):
         return ex
-    kept = np.array([target[i] == i for i in ids])
-    lut = np.zeros(len(target), dtype=np.int32)
-    lut[ids[kept]] = np.arange(1, int(kept.sum()) + 1, dtype=np.int32)
-    out = cat[kept]
-    out["id"] = np.arange(1, len(out) + 1, dtype=np.int64)
-    return dataclasses.replace(ex, catalog=out, segmap=lut[target[seg]])
+    return _select_sources(ex, target[ids] == ids, target[seg])
 
 
 def _drop_low_snr(ex: Extraction, min_snr: float) -> Extraction:
     """Remove sources with aperture ``snr < min_snr``; ids and segmap renumbered."""
-    cat = ex.catalog
-    keep = np.asarray(cat["snr"], dtype=float) >= min_snr
+    keep = np.asarray(ex.catalog["snr"], dtype=float) >= min_snr
     if keep.all():
         return ex
-    ids = np.asarray(cat["id"], dtype=np.int64)
-    lut = np.zeros(int(max(ids.max(), ex.segmap.max())) + 1, dtype=np.int32)
-    lut[ids[keep]] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    out = cat[keep]
-    out["id"] = np.arange(1, len(out) + 1, dtype=np.int64)
-    out.meta["min_snr"] = float(min_snr)
-    return dataclasses.replace(ex, catalog=out, segmap=lut[ex.segmap])
+    out = _select_sources(ex, keep, ex.segmap)
+    out.catalog.meta["min_snr"] = float(min_snr)
+    return out
 
 
 def _calibration_label(masters: Any) -> str:
@@ -442,6 +444,13 @@ class Detector:
         from atd_dl.io.fits_io import image_hdus
 
         c = self.config
+        prepare = functools.partial(
+            prepare_frame,
+            plane=c.plane,
+            gain=c.gain,
+            background_box=c.background_box,
+            background_filter=c.background_filter,
+        )
         if isinstance(source, (str, Path)) and c.hdu is None:
             hdus = image_hdus(source)
             if len(hdus) > 1:
@@ -451,29 +460,9 @@ class Detector:
                         f"{len(hdus)} image extensions: calibrate each with --hdu N and "
                         "masters of that extension",
                     )
-                sha = file_sha256(source)
-                parts = [
-                    prepare_frame(
-                        source,
-                        hdu=h,
-                        plane=c.plane,
-                        gain=c.gain,
-                        background_box=c.background_box,
-                        background_filter=c.background_filter,
-                        checksum=False,
-                    )
-                    for h in hdus
-                ]
-                return PreparedMosaic(Path(source), parts, sha)
-        return prepare_frame(
-            source,
-            masters=masters,
-            hdu=c.hdu,
-            plane=c.plane,
-            gain=c.gain,
-            background_box=c.background_box,
-            background_filter=c.background_filter,
-        )
+                parts = [prepare(source, hdu=h, checksum=False) for h in hdus]
+                return PreparedMosaic(Path(source), parts, file_sha256(source))
+        return prepare(source, masters=masters, hdu=c.hdu)
 
     def input_planes(self, prepared: PreparedFrame) -> np.ndarray:
         """Network input ``[C, ny, nx]`` float32 of a prepared frame, for this model's input
@@ -686,18 +675,20 @@ class Detector:
             tab["ext"].description = "FITS HDU (extension) index the source was found in"
             tables.append(tab)
             results.append(res)
-        catalog = vstack(tables, metadata_conflicts="silent") if tables else tables[0]
+        catalog = vstack(tables, metadata_conflicts="silent")
         catalog["id"] = np.arange(1, len(catalog) + 1)
         first = mosaic.parts[0]
-        warnings_: list[str] = [w for r in results for w in r.warnings]
+        warnings_: list[str] = [w for r in results for w in r.warnings]  # logged per part
         outputs: dict[str, Path] = {}
         if write is not None:
             skipped = [k for k in ("segmap", "probmap", "overlay") if getattr(write, k)]
             if skipped:
-                warnings_.append(
+                note = (
                     f"{mosaic.path.name}: {', '.join(skipped)} not written for a "
                     f"{len(mosaic.parts)}-extension file (use --hdu N for one extension)"
                 )
+                log.warning(note)
+                warnings_.append(note)
             out = dataclasses.replace(write, segmap=False, probmap=False, overlay=False)
             m = tables[0].meta
             ex = Extraction(
@@ -712,8 +703,6 @@ class Detector:
             outputs = self.write(merged, results[0].prob, ex, out, stem or frame_stem(mosaic.path))
         timings = mosaic.timings
         timings["total"] = time.perf_counter() - t0
-        for w in warnings_:
-            log.warning(w)
         return FrameResult(
             catalog,
             results[0].prob,

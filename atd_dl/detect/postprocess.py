@@ -600,7 +600,7 @@ def segment_sources(
     # confidence = the segment's peak probability: it rises with significance, and keeping
     # rows with prob >= t approximates a run at threshold t (one number to trade
     # completeness for purity)
-    mean_prob = np.clip(_sorted_max(seg_fg, prob_fg, n_src), 0.0, 1.0)
+    confidence = np.clip(_sorted_max(seg_fg, prob_fg, n_src), 0.0, 1.0)
 
     flags = np.zeros(n_src, dtype=np.int32)
     flags[blended[1:]] |= int(SourceFlag.BLENDED)
@@ -644,7 +644,7 @@ def segment_sources(
         cen.area,
         circ[1:],
         peak,
-        mean_prob,
+        confidence,
         flags,
         parent[1:],
         unit,

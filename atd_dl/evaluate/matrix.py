@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
-from atd_dl.evaluate.metrics import interpolate_at_precision
+from atd_dl.evaluate.metrics import Counts, interpolate_at_precision
 from atd_dl.evaluate.references import References, TestFrame
 from atd_dl.evaluate.sweep import EvalSettings, Method, SweepResult, run_sweeps
 
@@ -508,14 +508,7 @@ def tune_on_validation(
                     {
                         **combos[k],
                         "threshold": float(v),
-                        "precision": c.precision,
-                        "recall": c.recall,
-                        "f1": c.f1,
-                        "tp": c.tp,
-                        "fp": c.fp,
-                        "fn": c.fn,
-                        "n_det": c.n_det,
-                        "n_ref": c.n_ref,
+                        **_strict_fields(c),
                         "order": len(rows),
                         "combo": k,
                     }
@@ -580,14 +573,7 @@ def operating_metrics(
     ab = pm.astrometry_bright
     return {
         "value": float(result.values[index]),
-        "precision": c.precision,
-        "recall": c.recall,
-        "f1": c.f1,
-        "tp": c.tp,
-        "fp": c.fp,
-        "fn": c.fn,
-        "n_ref": c.n_ref,
-        "n_det": c.n_det,
+        **_strict_fields(c),
         "det_per_1e5px": 1e5 * c.n_det / area_px if area_px else None,
         "faint_recall": _finite(pm.faint["strict"]["recall"]),
         "faint_n": int(pm.faint["strict"]["n"]),
@@ -597,6 +583,20 @@ def operating_metrics(
         "rms_bright_px": _finite(ab.rms_total),
         "rms_bright_n": int(ab.n),
         "mean_offset_bright_px": [_finite(ab.mean_dx), _finite(ab.mean_dy)],
+    }
+
+
+def _strict_fields(c: Counts) -> dict[str, Any]:
+    """The scores of one operating point as reported in matrix.json."""
+    return {
+        "precision": c.precision,
+        "recall": c.recall,
+        "f1": c.f1,
+        "tp": c.tp,
+        "fp": c.fp,
+        "fn": c.fn,
+        "n_det": c.n_det,
+        "n_ref": c.n_ref,
     }
 
 

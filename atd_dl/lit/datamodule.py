@@ -38,6 +38,7 @@ __all__ = [
     "read_image",
     "transform_points",
     "collate_samples",
+    "sample_loader",
     "INPUT_MODES",
     "RMS_CLIP",
 ]
@@ -228,6 +229,23 @@ def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def sample_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, pin_memory: bool
+) -> DataLoader:
+    """The DataLoader of every segmentation data module: :func:`collate_samples`, pinned
+    memory only with CUDA, persistent workers when there are workers."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=collate_samples,
+        pin_memory=pin_memory and torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+        drop_last=False,
+    )
+
+
 class StarFieldDataModule(L.LightningDataModule):
     """Train/val/test loaders over an ``atd-dl prep`` dataset folder.
 
@@ -297,15 +315,8 @@ class StarFieldDataModule(L.LightningDataModule):
             self._dataset("test")
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(
-            self._dataset(split),
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=collate_samples,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-            drop_last=False,
+        return sample_loader(
+            self._dataset(split), batch_size, shuffle, self.num_workers, self.pin_memory
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from atd_dl.errors import InputError
-from atd_dl.lit.datamodule import _grid_symmetry, collate_samples, transform_points
+from atd_dl.lit.datamodule import _grid_symmetry, sample_loader, transform_points
 
 __all__ = ["RandomPatchDataset", "RandomPatchDataModule"]
 
@@ -138,14 +138,8 @@ class RandomPatchDataModule(L.LightningDataModule):
             self._dataset("val")
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(
-            self._dataset(split),
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=collate_samples,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
+        return sample_loader(
+            self._dataset(split), batch_size, shuffle, self.num_workers, self.pin_memory
         )
 
     def train_dataloader(self) -> DataLoader:

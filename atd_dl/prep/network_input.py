@@ -65,21 +65,13 @@ def significance_planes(
         noise = np.where(ok, noise, fill)
     z = sub / noise
     finite = np.isfinite(z)
-    bad_plane = ~finite
-    if bad is not None:
-        bad_plane = bad_plane | np.asarray(bad, dtype=bool)
-    if saturated is not None:
-        sat = np.asarray(saturated, dtype=bool)
-        bad_plane = bad_plane | sat
-        # a saturated pixel is at least as bright as its unsaturated neighbours
-        z = np.where(sat & finite, np.maximum(z, np.float32(0.0)), z)
-    z = np.where(finite, z, np.float32(0.0))
-    # masked but finite pixels (other than saturated) carry no trusted signal
-    if bad is not None:
-        masked_only = np.asarray(bad, dtype=bool) & ~(
-            np.asarray(saturated, dtype=bool) if saturated is not None else False
-        )
-        z = np.where(masked_only, np.float32(0.0), z)
+    masked = np.zeros(z.shape, bool) if bad is None else np.asarray(bad, dtype=bool)
+    sat = np.zeros(z.shape, bool) if saturated is None else np.asarray(saturated, dtype=bool)
+    # a saturated pixel is at least as bright as its unsaturated neighbours; other masked
+    # pixels and non-finite ones carry no trusted signal (background, 0)
+    z = np.where(sat, np.maximum(z, np.float32(0.0)), z)
+    z = np.where(finite & (sat | ~masked), z, np.float32(0.0))
+    bad_plane = ~finite | masked | sat
     planes = np.empty((2, *sub.shape), dtype=np.float32)
     planes[0] = np.arcsinh(z / np.float32(SIGMA_SOFTENING))
     planes[1] = bad_plane
