@@ -82,7 +82,7 @@ def run_infer(cfg: DictConfig) -> dict[str, Any]:
     return summary.to_dict()
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="infer.yaml")
+@hydra.main(version_base="1.3", config_path="atd_dl/configs", config_name="infer.yaml")
 def main(cfg: DictConfig) -> int:
     """Hydra entry: run, and return the number of failed frames (0 = success)."""
     summary = run_infer(cfg)

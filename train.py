@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from atd_dl.lit.train_task import main as run_task
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="train.yaml")
+@hydra.main(version_base="1.3", config_path="atd_dl/configs", config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
     """Train, export the model folder and return the metric a sweeper optimises."""
     return run_task(cfg)

@@ -435,7 +435,7 @@ def test_hydra_configs_build_data_and_module(primary: str, experiment: str | Non
     from atd_dl.lit.binary import BinaryClassifierModule, build_binary_training
     from atd_dl.lit.binary_data import BinaryStampDataModule
 
-    cfg_dir = REPO / "configs"
+    cfg_dir = REPO / "atd_dl" / "configs"
     if not (cfg_dir / f"{primary}.yaml").is_file():
         pytest.skip(f"configs/{primary}.yaml not present")
     overrides = ["paths.output_dir=/tmp/unused", "model.width=4"]

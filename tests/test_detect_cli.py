@@ -142,7 +142,7 @@ def _infer_cfg(overrides):
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "atd_dl" / "configs"), version_base="1.3"):
         cfg = compose("infer.yaml", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     return cfg

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
+
+from atd_dl.config_paths import config_dir
 
 HELP = """\
 Train a point-source segmentation network. Arguments are Hydra overrides of
@@ -24,25 +24,6 @@ loss_curve.png and model/ (the exported model folder). See docs/models.md.
 """
 
 
-def config_dir(explicit: str | None = None) -> Path:
-    """Config folder: ``--config-dir``, $ATD_DL_CONFIG_DIR, the checkout's ``configs/``, or ``atd_dl/conf``."""
-    import atd_dl
-
-    pkg = Path(atd_dl.__file__).resolve().parent
-    candidates = [
-        explicit,
-        os.environ.get("ATD_DL_CONFIG_DIR"),
-        pkg.parent / "configs",
-        pkg / "conf",
-    ]
-    for c in candidates:
-        if c and (Path(c) / "train.yaml").is_file():
-            return Path(c).resolve()
-    from atd_dl.errors import InputError
-
-    raise InputError(explicit or pkg.parent / "configs", "no train.yaml found (pass --config-dir)")
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
@@ -56,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--cfg", choices=["job", "hydra", "all"], help="print the composed config and exit"
     )
     p.add_argument(
-        "--config-dir", help="folder holding train.yaml (default: the checkout's configs/)"
+        "--config-dir", help="folder holding train.yaml (default: the packaged atd_dl/configs)"
     )
     p.add_argument("--config-name", default="train", help="primary config name (default: train)")
     p.set_defaults(func=run)

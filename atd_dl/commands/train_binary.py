@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 from datetime import datetime
 from pathlib import Path
 
 from atd_dl.commands._validate import out_dir_problem, writable_out_dir
+from atd_dl.config_paths import config_dir
 from atd_dl.errors import InputError
 
 CONFIG_NAME = "binary_train"
@@ -39,21 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def config_dir(explicit: Path | None = None) -> Path:
-    """Folder with ``binary_train.yaml``: ``explicit``, ``$ATD_DL_CONFIG_DIR``, the
-    checkout's ``configs/`` or the packaged ``atd_dl/conf`` (same order as ``atd-dl train``)."""
-    import atd_dl
-
-    pkg = Path(atd_dl.__file__).resolve().parent
-    env = os.environ.get("ATD_DL_CONFIG_DIR")
-    cands = [explicit] if explicit else [Path(env)] if env else []
-    cands += [pkg.parent / "configs", pkg / "conf"]
-    for c in cands:
-        if c is not None and (c / f"{CONFIG_NAME}.yaml").is_file():
-            return c.resolve()
-    raise InputError(cands[0], f"no {CONFIG_NAME}.yaml found (use --config-dir)")
-
-
 def run(args: argparse.Namespace) -> int:
     """Compose the config, train, and print the test report; exit code 0 on success."""
     from hydra import compose, initialize_config_dir
@@ -66,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         raise InputError(None, f"--out {problem}")
     overrides = list(args.overrides) + [f"paths.output_dir={Path(out).resolve()}"]
-    with initialize_config_dir(config_dir=str(config_dir(args.config_dir)), version_base=None):
+    with initialize_config_dir(config_dir=str(config_dir(args.config_dir, CONFIG_NAME)), version_base=None):
         try:
             cfg = compose(config_name=CONFIG_NAME, overrides=overrides)
         except Exception as err:  # bad override: one line for the user
