@@ -19,14 +19,10 @@ log = logging.getLogger(__name__)
 
 def run_infer(cfg: DictConfig) -> dict[str, Any]:
     """Run detection as configured; returns the run summary as a dict."""
+    from atd_dl.detect.batch import detect_files, load_masters
+    from atd_dl.detect.catalog_io import OutputConfig
     from atd_dl.detect.inference import load_detector
-    from atd_dl.detect.pipeline import (
-        DetectConfig,
-        Detector,
-        OutputConfig,
-        detect_files,
-        load_masters,
-    )
+    from atd_dl.detect.pipeline import DetectConfig, Detector
     from atd_dl.detect.postprocess import PostprocessConfig
     from atd_dl.errors import InputError
 
@@ -44,11 +40,13 @@ def run_infer(cfg: DictConfig) -> dict[str, Any]:
         postprocess=PostprocessConfig(**(c.get("postprocess") or {})),
         **c["detect"],
     )
-    model, meta = load_detector(c["model_path"], device=config.device)
+    dist = c.get("distributed") or {}
+    # the Lightning (distributed) path runs torch modules; one process may use ONNX Runtime
+    engine = "torch" if dist.get("enabled") else str(c.get("engine") or "auto")
+    model, meta = load_detector(c["model_path"], device=config.device, engine=engine)
     detector = Detector(model, meta, config)
     output = OutputConfig(Path(c["out"]), overwrite=bool(c["overwrite"]), **c["outputs"])
     masters = load_masters(**c["calib"])
-    dist = c.get("distributed") or {}
     if dist.get("enabled"):
         from atd_dl.lit.predict import predict_distributed
 

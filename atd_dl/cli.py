@@ -17,6 +17,7 @@ import pkgutil
 import sys
 
 from atd_dl import __version__, commands
+from atd_dl.commands._validate import add_common_options, claim_output, log_level
 from atd_dl.errors import InputError
 
 
@@ -33,11 +34,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the full traceback on errors instead of one line (also ATD_DL_DEBUG=1)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=_workflow_rank):
         module = importlib.import_module(f"atd_dl.commands.{info.name}")
         if hasattr(module, "register"):
             module.register(sub)
+    for verb_parser in sub.choices.values():  # --quiet/--verbose/--overwrite, one place
+        add_common_options(verb_parser)
     return parser
+
+
+#: verbs in workflow order in ``atd-dl --help`` (others follow alphabetically)
+WORKFLOW_ORDER = (
+    "simulate",
+    "masters",
+    "prep",
+    "train",
+    "models",
+    "export",
+    "detect",
+    "evaluate",
+    "baseline",
+    "tune_baselines",
+    "benchmark",
+    "repeatability",
+    "binary_stamps",
+    "train_binary",
+    "classify_binaries",
+    "demo",
+)
+
+
+def _workflow_rank(info: pkgutil.ModuleInfo) -> tuple[int, str]:
+    name = info.name
+    rank = WORKFLOW_ORDER.index(name) if name in WORKFLOW_ORDER else len(WORKFLOW_ORDER)
+    return rank, name
+
+
+#: top-level modules of the optional extras (pyproject ``[project.optional-dependencies]``)
+OPTIONAL_EXTRAS = {
+    "lightning": "train",
+    "hydra": "train",
+    "omegaconf": "train",
+    "tensorboard": "train",
+    "hydra_plugins": "hpc",
+    "optuna": "hpc",
+    "submitit": "hpc",
+    "sep": "baselines",
+}
 
 
 def debug_enabled(args: argparse.Namespace | None = None) -> bool:
@@ -61,14 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = debug_enabled(args)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose or debug else logging.INFO,
-        format="%(levelname)s: %(message)s",
-    )
+    logging.basicConfig(level=log_level(args, debug=debug), format="%(levelname)s: %(message)s")
+    logging.getLogger().setLevel(log_level(args, debug=debug))  # also when configured before
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
+        claim_output(args)  # stale temporaries cleaned; occupied --out needs --overwrite
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         if debug:
@@ -88,6 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - one line for users; --debug for the traceback
         if debug:
             raise
+        missing = (err.name or "") if isinstance(err, ModuleNotFoundError) else ""
+        extra = OPTIONAL_EXTRAS.get(missing.split(".")[0])
+        if extra is not None:
+            print(
+                f"error: this command needs the optional package {missing!r}: "
+                f"pip install 'atd-dl[{extra}]'",
+                file=sys.stderr,
+            )
+            return 2
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         detail = f"{type(err).__name__}: {first}" if first else type(err).__name__
         print(

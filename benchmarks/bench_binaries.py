@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from astropy.table import Table
 
-    from atd_dl.binaries.classify import classify_detections, predict_proba
+    from atd_dl.binaries.classify import classify_detections, predict_binary_proba
     from atd_dl.binaries.model import BinaryResNet, default_binary_model_dir, load_binary_model
     from atd_dl.binaries.stamps import StampGeometry, cut_stamps, normalize_stamps
     from atd_dl.binaries.synth import SynthConfig, simulate_binary_stamps
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         net = BinaryResNet(1, width=16, extra_convs=1).eval()
         meta = {"input": StampGeometry().to_dict(), "threshold": 0.5}
     stamps = rng.normal(size=(4096, 1, 32, 32)).astype(np.float32)
-    _, w, c = best_of(lambda: predict_proba(net, stamps, device=dev), args.repeat)
+    _, w, c = best_of(lambda: predict_binary_proba(net, stamps, device=dev), args.repeat)
     res["infer_4096"] = {"wall_s": w, "stamps_per_s": 4096 / w}
     cat = Table({"x": xs[:2000], "y": ys[:2000]})
     _, w, c = best_of(

@@ -95,6 +95,7 @@ def bench_end_to_end(args, work: Path) -> dict:
 
 
 def bench_postprocess(args) -> dict:
+    from atd_dl.detect.flags import SourceFlag
     from atd_dl.detect.postprocess import segment_sources
     from atd_dl.prep.enhance import enhance_frame
     from atd_dl.sim import preset_config, simulate_field
@@ -130,7 +131,7 @@ def bench_postprocess(args) -> dict:
         "frame": f"{size}x{size} dense, oracle SNR>={args.oracle_snr}",
         "n_sources": len(ex.catalog),
         "n_components": ex.n_components,
-        "n_deblended_children": int(np.count_nonzero(flags & 1)),
+        "n_deblended_children": int(np.count_nonzero(flags & int(SourceFlag.BLENDED))),
         "wall_s_best": round(wall, 3),
         "cpu_s_best": round(cpu, 3),
     }

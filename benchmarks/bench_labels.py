@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the timings here")
     args = parser.parse_args(argv)
 
-    from atd_dl.data.builder import PrepConfig, prepare_frame
+    from atd_dl.data.builder import PrepConfig, prepare_training_frame
     from atd_dl.io.catalogs import project_catalog, read_reference_catalog
     from atd_dl.io.fits_io import read_frame
     from atd_dl.labels import LabelConfig, make_labels
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     _, *t["overlay_png"] = best_of(lambda: write_overlay(out / "overlay.png", enh.image8, res), r)
     cfgp = PrepConfig()
     _, *t["prep_frame_end_to_end"] = best_of(
-        lambda: prepare_frame(
+        lambda: prepare_training_frame(
             frame_path, run / "catalogs", out, test=False, config=cfgp, masters=masters
         ),
         r,

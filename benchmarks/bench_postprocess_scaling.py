@@ -108,9 +108,9 @@ def oracle_frame(
 def _centroid_clock() -> Iterator[list[float]]:
     """Accumulate the CPU seconds spent in ``windowed_centroids`` as called by
     ``segment_sources`` (the module attribute is wrapped for the duration only)."""
-    from atd_dl.detect import postprocess
+    from atd_dl.detect import measure
 
-    inner = postprocess.windowed_centroids
+    inner = measure.windowed_centroids
     spent = [0.0]
 
     def timed(*args: Any, **kwargs: Any) -> Any:
@@ -120,11 +120,11 @@ def _centroid_clock() -> Iterator[list[float]]:
         finally:
             spent[0] += time.process_time() - c0
 
-    postprocess.windowed_centroids = timed  # type: ignore[assignment]
+    measure.windowed_centroids = timed  # type: ignore[assignment]
     try:
         yield spent
     finally:
-        postprocess.windowed_centroids = inner  # type: ignore[assignment]
+        measure.windowed_centroids = inner  # type: ignore[assignment]
 
 
 def time_postprocess(frame: dict[str, Any], repeat: int = 3) -> dict[str, Any]:

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from atd_dl.detect.inference import load_detector
     from atd_dl.detect.pipeline import Detector
-    from atd_dl.evaluate.operating_point import choose_threshold, sweep
+    from atd_dl.evaluate.operating_point import choose_threshold, sweep_thresholds
     from atd_dl.io.atomic import atomic_write_text
 
     model, meta = load_detector(args.model, device="cpu")
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = [round(t, 4) for t in np.arange(start, stop + 1e-9, step)]
     with tempfile.TemporaryDirectory() as tmp:
         frames, refs, noise = _validation_frames(args.size, args.seed, Path(tmp))
-        rows = sweep(detector, frames, refs, noise, grid)
+        rows = sweep_thresholds(detector, frames, refs, noise, grid)
     best = choose_threshold(rows, args.max_false)
     print(f"{'thr':>5} {'P':>6} {'R':>6} {'F1':>6} {'meanF1':>7} {'false/1e5px':>11}")
     for r in rows:

@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_frames,
         evaluate_cell,
         parse_cells,
-        render_markdown,
+        render_matrix_markdown,
     )
     from atd_dl.evaluate.sweep import EvalSettings
     from atd_dl.io.atomic import atomic_write_text
@@ -294,10 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         matrix["wall_seconds"] = time.perf_counter() - wall0
         atomic_write_text(out / "matrix.json", json.dumps(clean_json(matrix), indent=1))
-        atomic_write_text(out / "matrix.md", render_markdown(clean_json(matrix)))
+        atomic_write_text(out / "matrix.md", render_matrix_markdown(clean_json(matrix)))
     matrix["wall_seconds"] = time.perf_counter() - wall0
     atomic_write_text(out / "matrix.json", json.dumps(clean_json(matrix), indent=1))
-    atomic_write_text(out / "matrix.md", render_markdown(clean_json(matrix)))
+    atomic_write_text(out / "matrix.md", render_matrix_markdown(clean_json(matrix)))
     print(f"matrix: {out / 'matrix.md'} ({matrix['wall_seconds']:.0f} s)")
     return 1 if n_fail else 0
 

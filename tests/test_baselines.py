@@ -24,6 +24,7 @@ from atd_dl.baselines import (
 )
 from atd_dl.baselines.sextractor import find_sextractor
 from atd_dl.baselines.tuning import score_catalogs, tune_baseline
+from atd_dl.detect.flags import SourceFlag
 from atd_dl.errors import InputError
 
 HAVE_SEX = shutil.which("source-extractor") is not None or shutil.which("sex") is not None
@@ -232,9 +233,9 @@ def test_sextractor_gain_mask_and_saturation_flags() -> None:
     mask = np.zeros(img.shape, bool)
     mask[30, 41] = True
     masked = SExtractorFinder(threshold=3.0)(img, mask=mask)
-    assert masked["flags"][0] & 8
+    assert masked["flags"][0] & int(SourceFlag.MASKED)
     sat = SExtractorFinder(threshold=3.0, saturation=float(img.max()) - 1.0)(img)
-    assert sat["flags"][0] & 4
+    assert sat["flags"][0] & int(SourceFlag.SATURATED)
 
 
 def test_missing_sextractor_names_the_package() -> None:

@@ -12,14 +12,14 @@ import torch
 from astropy.io import fits
 from astropy.table import Table
 
-from atd_dl.binaries.classify import classify_detections, predict_proba
+from atd_dl.binaries.classify import classify_detections, predict_binary_proba
 from atd_dl.binaries.model import (
     BinaryResNet,
     default_binary_model_dir,
     load_binary_model,
     save_binary_model,
 )
-from atd_dl.binaries.report import classification_report, format_report, write_report
+from atd_dl.binaries.report import classification_report, format_report, write_classification_report
 from atd_dl.binaries.splits import group_split
 from atd_dl.binaries.stamps import (
     StampGeometry,
@@ -98,7 +98,7 @@ def test_model_folder_round_trip_fp16(tmp_path: Path) -> None:
     assert meta["input"]["channels"] == 2 and meta["threshold"] == 0.5
     assert json.loads((folder / "thresholds.json").read_text())["prob_threshold"] == 0.5
     x = np.random.default_rng(0).normal(size=(3, 2, 16, 16)).astype(np.float32)
-    p = predict_proba(net, x)
+    p = predict_binary_proba(net, x)
     assert p.shape == (3,) and ((p >= 0) & (p <= 1)).all()
 
 
@@ -245,7 +245,7 @@ def test_classification_report_matches_hand_counts(tmp_path: Path) -> None:
     assert rep["weighted avg"]["f1"] == pytest.approx(0.4 * f1s[0] + 0.6 * f1s[1])
     assert rep["confusion_matrix"] == [[3, 1], [2, 4]]
     assert "| accuracy | | | 0.700 | 10 |" in format_report(rep)
-    write_report(tmp_path, y, p.astype(float), threshold=0.5)
+    write_classification_report(tmp_path, y, p.astype(float), threshold=0.5)
     assert (tmp_path / "confusion.png").stat().st_size > 1000
     assert json.loads((tmp_path / "report.json").read_text())["n"] == 10
 
@@ -253,6 +253,7 @@ def test_classification_report_matches_hand_counts(tmp_path: Path) -> None:
 # -------------------------------------------------------------------------- learning
 
 
+@pytest.mark.slow
 def test_classifier_learns_separable_case() -> None:
     import lightning as L
 
@@ -292,7 +293,7 @@ def test_classifier_learns_separable_case() -> None:
         enable_model_summary=False,
     )
     trainer.fit(module, train_dataloaders=loaders[0])
-    p = predict_proba(net, st.images[te])
+    p = predict_binary_proba(net, st.images[te])
     acc = ((p >= 0.5) == st.labels[te]).mean()
     assert acc >= 0.9
 

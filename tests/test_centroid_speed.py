@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from _detect_helpers import calibrated_sim, disc_map, moffat_image, noisy
 
-from atd_dl.detect import centroid, postprocess
+from atd_dl.detect import centroid, measure
 from atd_dl.detect.centroid import windowed_centroids
 from atd_dl.detect.postprocess import segment_sources
 
@@ -139,7 +139,7 @@ def dense_frame():
         return windowed_centroids(*args, **kwargs)
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(postprocess, "windowed_centroids", spy)
+    mp.setattr(measure, "windowed_centroids", spy)
     try:
         ex = segment_sources(
             prob, 0.5, image_e=img, mask=~np.isfinite(img), background_rms_e=rms, saturated=sat

@@ -97,7 +97,7 @@ BAD_OPTIONS: list[tuple[list[str], str]] = [
     (["baseline", "sep", "f.fits", "--out", "{tmp}", "--threshold", "-1"], "--threshold: must be a number > 0"),
     (["baseline", "sep", "f.fits", "--out", "{tmp}", "--saturation", "0"], "--saturation: must be a number > 0"),
     (["twomass", "f.fits", "--out", "{tmp}", "--n1", "0"], "argument --n1: must be a number > 0"),
-    (["twomass", "f.fits", "--out", "{tmp}", "--edge", "-1", "5"], "argument --edge: must be an integer >= 0"),
+    (["twomass", "f.fits", "--out", "{tmp}", "--edge", "-1", "5"], "argument --edge-margins/--edge: must be an integer >= 0"),
     (["twomass", "f.fits", "--out", "{tmp}", "--dedup-radius", "-1"], "--dedup-radius: must be a number >= 0"),
     # benchmark
     (["benchmark", "--out", "{tmp}", "--limit", "0"], "argument --limit: must be an integer >= 1"),

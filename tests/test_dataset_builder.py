@@ -115,6 +115,34 @@ def test_manifest_splits_and_points(dataset):
     assert len(t1) == 6 and set(t1["method"]) == {"original", "zscale", "background_zscale"}
 
 
+def test_prep_and_detect_build_identical_zscale_inputs(run, dataset):
+    """The paper (ZScale, noise-aware) input: the planes training reads from a prepared
+    dataset equal the planes detection builds for the same frame (one owner:
+    atd_dl.prep.network_input.normalised_rms / zscale_planes)."""
+    from atd_dl.data.manifest import read_manifest
+    from atd_dl.detect.pipeline import Detector
+    from atd_dl.lit.datamodule import StarFieldDataset
+
+    out, _ = dataset
+    man = read_manifest(out)
+    rows = man[man["frame"] == "sim_s21_0000"]
+    stems = [str(s) for s in rows["stem"]]
+    ds = StarFieldDataset(out, stems, input_mode="noise_aware")
+    detector = Detector(
+        None, {"name": "x", "input": "zscale8+rms+bad", "kwargs": {"in_channels": 3}}
+    )
+    path = next((run / "frames").glob("sim_s21_0000*"))
+    planes = detector.input_planes(detector.prepare(path, masters=_masters(run)))
+    assert planes.shape[0] == 3
+    for i in range(len(stems)):
+        y0, x0, n = int(rows["y0"][i]), int(rows["x0"][i]), int(rows["size"][i])
+        want = planes[:, y0 : y0 + n, x0 : x0 + n]
+        got = ds[i]["image"].numpy()
+        np.testing.assert_array_equal(got[0], want[0])  # ZScale image / 255
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-3, atol=1e-3)  # float16 on disk
+        np.testing.assert_array_equal(got[2], want[2])  # bad pixels
+
+
 def test_fingerprint(dataset):
     out, _ = dataset
     fp = json.loads((out / "fingerprint.json").read_text())
@@ -171,7 +199,7 @@ def test_overlapping_test_frame_refused_unless_forced(run, tmp_path):
     assert "overlap" in rep.summary()
 
 
-def test_bad_frames_reported_and_batch_goes_on(run, tmp_path, capsys):
+def test_bad_frames_reported_and_batch_goes_on(run, tmp_path, capsys, caplog):
     frames = tmp_path / "frames"
     frames.mkdir()
     shutil.copy(run / "frames" / "sim_s21_0000.fits", frames)
@@ -182,8 +210,9 @@ def test_bad_frames_reported_and_batch_goes_on(run, tmp_path, capsys):
                "--subfield-size", str(SIZE), "--no-overlays", "--quiet"])  # fmt: skip
     assert rc == 1
     err = capsys.readouterr().err
-    assert "FAILED broken" in err and "not a FITS file" in err
-    assert "FAILED nocat" in err and "no reference catalog found" in err
+    # the cause is logged once (ERROR: <file>: cause); the summary lists the failed frames
+    assert "failed frames: broken" in err and "not a FITS file" in caplog.text
+    assert "nocat" in err and "no reference catalog found" in caplog.text
     man = Table.read(out / "manifest.csv", format="ascii.csv")
     assert set(man["frame"]) == {"sim_s21_0000"} and len(man) == 9
     assert len(list((out / "images").iterdir())) == 9

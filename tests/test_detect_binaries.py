@@ -6,8 +6,10 @@ import numpy as np
 from _detect_helpers import MATCHED_META, MatchedFilterNet
 
 from atd_dl.binaries.model import load_binary_model
+from atd_dl.detect.batch import detect_files
+from atd_dl.detect.catalog_io import OutputConfig
 from atd_dl.detect.flags import SourceFlag
-from atd_dl.detect.pipeline import DetectConfig, Detector, OutputConfig, detect_files
+from atd_dl.detect.pipeline import DetectConfig, Detector
 from atd_dl.sim import preset_config, simulate_field, write_field
 
 

@@ -182,6 +182,7 @@ def test_infer_py_single_process_and_lightning_predict(setup, tmp_path, monkeypa
     assert len(a) == len(b) and np.allclose(a["x"], b["x"])
 
 
+@pytest.mark.slow
 def test_infer_py_runs_as_a_hydra_script(setup, tmp_path):
     root, frame, model, _ = setup
     env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}

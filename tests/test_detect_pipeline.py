@@ -20,22 +20,15 @@ from _detect_helpers import (
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from atd_dl.detect.catalog_io import file_sha256, read_catalog
+from atd_dl.detect.batch import detect_files, expand_inputs, unique_stems
+from atd_dl.detect.catalog_io import OutputConfig, file_sha256, read_catalog
+from atd_dl.detect.flags import FLAG_VERSION, SourceFlag
 from atd_dl.detect.inference import TiledPredictor, load_detector, model_input
-from atd_dl.detect.pipeline import (
-    DetectConfig,
-    Detector,
-    OutputConfig,
-    add_sky_coordinates,
-    detect_files,
-    detect_frame,
-    expand_inputs,
-    frame_stem,
-    unique_stems,
-)
+from atd_dl.detect.pipeline import DetectConfig, Detector, add_sky_coordinates, detect_frame
 from atd_dl.detect.postprocess import extract_sources
 from atd_dl.errors import InputError
 from atd_dl.evaluate.matching import match_points
+from atd_dl.io.paths import frame_stem
 from atd_dl.prep.partition import Tiler
 from atd_dl.sim import preset_config, simulate_field, write_field
 
@@ -174,7 +167,10 @@ def test_detect_frame_on_a_simulated_frame_end_to_end(tmp_path):
     hdr = fits.getheader(res.outputs["fits"], "CATALOG")
     assert hdr["INSHA256"] == file_sha256(paths["frame"])
     assert hdr["MODEL"] == "matched_filter" and hdr["THRESH"] == 0.5
-    assert hdr["FLAGBIT2"] == 2 and "TRAIL" in hdr.comments["FLAGBIT2"]
+    bits = {hdr.comments[k].split(":")[0]: hdr[k] for k in hdr if k.startswith("FLAGBIT")}
+    assert bits["TRAIL"] == int(SourceFlag.TRAIL) == 256 and bits["BLENDED"] == 2
+    assert hdr["FLAGVERS"] == FLAG_VERSION and hdr["TUNIT8"] == "electron"  # flux
+    assert back["flux"].unit == "electron" and "centroid" in hdr.comments["TTYPE2"]
     assert json.loads(hdr["CONFIG"])["tile"] == 256
     ecsv = read_catalog(res.outputs["ecsv"])
     assert ecsv.meta["input_sha256"] == hdr["INSHA256"] and ecsv["flux"].unit == "electron"
@@ -182,10 +178,15 @@ def test_detect_frame_on_a_simulated_frame_end_to_end(tmp_path):
     assert seg.max() == len(cat) and WCS(fits.getheader(res.outputs["probmap"])).has_celestial
     reg = res.outputs["regions"].read_text().splitlines()
     assert reg[0].startswith("# Region file format: DS9") and len(reg) == len(cat) + 4
-    x1, y1 = (float(v) for v in reg[4].split("(")[1].split(",")[:2])
-    assert x1 == pytest.approx(cat["x"][0] + 1, abs=1e-3) and y1 == pytest.approx(
-        cat["y"][0] + 1, abs=1e-3
+    # the frame has a WCS: DS9 circles in fk5 degrees, radius in arcsec
+    assert reg[3] == "fk5"
+    a1, d1 = (float(v) for v in reg[4].split("(")[1].split(",")[:2])
+    assert a1 == pytest.approx(cat["ra"][0], abs=1e-7) and d1 == pytest.approx(
+        cat["dec"][0], abs=1e-7
     )
+    r_px = max(3.0, float(cat.meta["aper_rad"]))
+    r_arcsec = float(reg[4].split(",")[2].split('"')[0])
+    assert r_arcsec == pytest.approx(r_px * 14.86, rel=2e-3)  # 14.86"/px
     assert set(res.timings) >= {"read", "enhance", "inference", "postprocess", "write"}
 
 
@@ -252,7 +253,7 @@ def test_noise_aware_input_planes():
 
 def test_load_detector_from_folder_and_checkpoint(tmp_path):
     folder = tiny_model_folder(tmp_path / "m", threshold=0.37)
-    model, meta = load_detector(folder, device="cpu")
+    model, meta = load_detector(folder, device="cpu", engine="torch")
     assert meta["threshold"] == pytest.approx(0.37) and meta["name"] == "atd_unet"
     ckpt = {
         "state_dict": {f"net.{k}": v for k, v in model.state_dict().items()},

@@ -10,7 +10,7 @@ from atd_dl.evaluate.injection import (
     completeness_table,
     flux_for_snr,
     free_positions,
-    inject_stars,
+    inject_moffat_stars,
     injection_recovery,
     level_at_completeness,
 )
@@ -36,7 +36,7 @@ def test_flux_for_snr_inverts_the_snr_formula() -> None:
 
 def test_inject_stars_adds_the_flux_in_adu() -> None:
     data = np.zeros((64, 64), np.float32)
-    out, f3 = inject_stars(
+    out, f3 = inject_moffat_stars(
         data,
         np.array([20.3]),
         np.array([30.8]),

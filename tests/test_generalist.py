@@ -146,6 +146,7 @@ def test_random_patch_datamodule_crops_and_moves_points_with_labels(tmp_path: Pa
     assert dm.stems("val") == ["patch_2_000000"]
 
 
+@pytest.mark.slow
 def test_simulate_random_cli_writes_frames_truth_and_patches(tmp_path: Path) -> None:
     exe = [sys.executable, "-m", "atd_dl.cli"]
     r = subprocess.run(

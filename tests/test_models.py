@@ -24,6 +24,8 @@ from atd_dl.models.model_folder import (
 )
 
 MODELS = ["atd_unet", "dnanet", "starnet", "unet"]
+# DNANet (dense nested U-Net) takes ~10x longer per step on CPU: slow tier
+MODEL_PARAMS = [pytest.param(m, marks=pytest.mark.slow) if m == "dnanet" else m for m in MODELS]
 TINY = {"atd_unet": 4, "unet": 4, "starnet": 4, "dnanet": 4}
 
 
@@ -58,7 +60,7 @@ def test_build_model_records_full_spec():
 
 
 @pytest.mark.parametrize("num_classes", [1, 2])
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", MODEL_PARAMS)
 def test_forward_backward_shapes(name, num_classes):
     torch.manual_seed(0)
     net = build_model(name, base_width=TINY[name], num_classes=num_classes)
@@ -78,7 +80,7 @@ def test_forward_backward_shapes(name, num_classes):
     assert float(prob.min()) >= 0.0 and float(prob.max()) <= 1.0
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", MODEL_PARAMS)
 def test_odd_sizes_and_three_channels(name):
     net = build_model(name, base_width=4, in_channels=3).eval()
     with torch.no_grad():
@@ -92,6 +94,7 @@ def test_unet_widths_follow_the_paper():
         assert build_model("unet", depth=4).widths[-1] == 1024
 
 
+@pytest.mark.slow
 def test_dnanet_deep_supervision_list_in_training_only():
     net = DNANet(base_width=4, depth=3)
     x = torch.randn(1, 1, 32, 32)
@@ -172,7 +175,7 @@ def test_model_table_rows():
 
 
 # ------------------------------------------------------------------ model folders
-@pytest.mark.parametrize("name", ["atd_unet", "dnanet"])
+@pytest.mark.parametrize("name", ["atd_unet", pytest.param("dnanet", marks=pytest.mark.slow)])
 def test_save_load_model_folder_identical_outputs(tmp_path, name):
     torch.manual_seed(1)
     net = build_model(name, base_width=4, num_classes=1)

@@ -52,6 +52,7 @@ def test_example_summary_is_valid() -> None:
         assert m["best"]["paper"]["f1"] > 0
 
 
+@pytest.mark.slow
 def test_paper_figures_notebook_runs(tmp_path: Path) -> None:
     _execute("paper_figures.ipynb", {"ATD_DL_FIG_DIR": str(tmp_path), "MPLBACKEND": "Agg"})
     pngs = {p.name for p in tmp_path.glob("*.png")}

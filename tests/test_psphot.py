@@ -18,6 +18,7 @@ from atd_dl.baselines.psphot import (
     key_cols,
     significance_image,
 )
+from atd_dl.detect.flags import SourceFlag
 
 
 def test_mask_bits_follow_the_paper_table() -> None:
@@ -168,8 +169,8 @@ def test_finder_flags_saturated_and_masked_and_culls_wing_noise() -> None:
     cat = res.catalog
     d_sat = np.hypot(cat["x"] - 40, cat["y"] - 40)
     d_star = np.hypot(cat["x"] - 60, cat["y"] - 20)
-    assert (d_sat < 1.5).sum() == 1 and cat["flags"][np.argmin(d_sat)] & 4
-    assert (d_star < 1.5).sum() == 1 and cat["flags"][np.argmin(d_star)] & 8
+    assert (d_sat < 1.5).sum() == 1 and cat["flags"][np.argmin(d_sat)] & int(SourceFlag.SATURATED)
+    assert (d_star < 1.5).sum() == 1 and cat["flags"][np.argmin(d_star)] & int(SourceFlag.MASKED)
     # the flat saturated core and its noisy wings give no extra detections
     assert (d_sat < 12).sum() == 1
     assert (res.mask[38:43, 38:43] & MaskBits.SAT).any()

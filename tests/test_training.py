@@ -15,7 +15,6 @@ from _train_helpers import REPO, compose_train, make_tiny_dataset
 from atd_dl.cli import main as cli_main
 from atd_dl.errors import InputError
 from atd_dl.lit.datamodule import (
-    RMS_CLIP,
     StarFieldDataModule,
     StarFieldDataset,
     _grid_symmetry,
@@ -32,6 +31,7 @@ from atd_dl.lit.train_task import train
 from atd_dl.losses import CEDiceLoss
 from atd_dl.models import build_model, predict_proba
 from atd_dl.models.model_folder import export_model_folder, load_checkpoint, load_model_folder
+from atd_dl.prep.network_input import RMS_CLIP
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +155,7 @@ def test_threshold_scan_picks_best_f1():
 
 
 # ------------------------------------------------------------------ optimisation
+@pytest.mark.slow
 def test_overfits_a_two_image_batch(dataset):
     torch.manual_seed(0)
     ds = StarFieldDataset(dataset, ["frame00_s1", "frame00_s2"])
@@ -207,6 +208,7 @@ def test_channel_mismatch_is_reported(dataset, tmp_path):
         train(cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:The dirpath has changed")
 def test_train_checkpoint_resume_and_export(dataset, tmp_path):
     base = [

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from atd_dl.cli import main
 from atd_dl.sim import preset_config, simulate_run
 
 
+@pytest.mark.slow
 def test_tune_baselines_writes_best_parameters(tmp_path, capsys):
     simulate_run(preset_config("paper", size=256), 3, tmp_path / "val", 1, progress=False)
     rc = main(

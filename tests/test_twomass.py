@@ -16,7 +16,7 @@ from atd_dl.baselines.twomass import (
     TwoMassFinder,
     calibrated_magnitude,
     central_sharpness,
-    classify_detections,
+    classify_known_new_fp,
     deduplicate,
     density_rule,
     false_positive_rate,
@@ -98,7 +98,7 @@ def test_growth_and_false_positive_rates() -> None:
     det = SkyCoord(
         [10.0 + 0.5 / 3600, 10.02 + 1.5 / 3600, 10.05] * u.deg, [0.0, 0.0, 0.0] * u.deg
     )  # known, new (1.5" from a deep source), false
-    cls = classify_detections(det, ref, deep)
+    cls = classify_known_new_fp(det, ref, deep)
     np.testing.assert_array_equal(cls["known"], [True, False, False])
     np.testing.assert_array_equal(cls["new"], [False, True, False])
     np.testing.assert_array_equal(cls["fp"], [False, False, True])

@@ -38,7 +38,7 @@ __all__ = [
     "BaseFinder",
     "BaselineUnavailable",
     "Finder",
-    "estimate_background",
+    "background_maps",
     "gaussian_kernel",
     "make_catalog",
     "neighbourhood_any",
@@ -172,7 +172,7 @@ def prepare_image(
     return arr, bad
 
 
-def estimate_background(
+def background_maps(
     data: np.ndarray,
     mask: np.ndarray | None = None,
     *,

@@ -30,14 +30,20 @@ from astropy.wcs import WCS
 
 from atd_dl.baselines.base import (
     BaseFinder,
-    estimate_background,
+    background_maps,
     make_catalog,
     position_error,
     prepare_image,
     sweep,
 )
 
-__all__ = ["DAOFindFinder", "aperture_snr", "dao_centroids", "dao_star_finder", "run_dao_finder"]
+__all__ = [
+    "DAOFindFinder",
+    "dao_aperture_photometry",
+    "dao_centroids",
+    "dao_star_finder",
+    "run_dao_finder",
+]
 
 
 def dao_star_finder(
@@ -104,7 +110,7 @@ def dao_centroids(found: Table | None) -> tuple[np.ndarray, np.ndarray]:
     return _col(found, "x_centroid", "xcentroid"), _col(found, "y_centroid", "ycentroid")
 
 
-def aperture_snr(
+def dao_aperture_photometry(
     sub: np.ndarray,
     x: np.ndarray,
     y: np.ndarray,
@@ -172,7 +178,7 @@ class DAOFindFinder(BaseFinder):
         """Detect sources; returns the standard catalog (0-based x, y)."""
         thresh = self._threshold(threshold)
         img, bad = prepare_image(data, mask, name="daofind input")
-        bkg, rms = estimate_background(
+        bkg, rms = background_maps(
             img, bad, box_size=self.back_size, filter_size=self.back_filtersize
         )
         sub = img - bkg
@@ -189,7 +195,7 @@ class DAOFindFinder(BaseFinder):
         n = 0 if found is None else len(found)
         x, y = dao_centroids(found)
         radius = self.aperture_radius or self.fwhm
-        flux, ferr, snr = aperture_snr(
+        flux, ferr, snr = dao_aperture_photometry(
             sub, x, y, radius, rms, gain=self.gain, mask=bad if bad.any() else None
         )
         saturated = (img >= self.saturation) & ~bad if self.saturation else None

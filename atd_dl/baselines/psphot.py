@@ -58,7 +58,7 @@ from atd_dl.baselines.base import (
     FLAG_MASKED,
     FLAG_SATURATED,
     BaseFinder,
-    estimate_background,
+    background_maps,
     make_catalog,
     neighbourhood_any,
     position_error,
@@ -491,7 +491,7 @@ class PsphotFinder(BaseFinder):
             mbits |= np.asarray(mask_bits, np.uint16)
         unusable = (mbits & BAD_BITS) != 0
         img, bad = prepare_image(raw, unusable, name="psphot input")
-        bkg, rms = estimate_background(
+        bkg, rms = background_maps(
             img, bad, box_size=self.back_size, filter_size=self.back_filtersize
         )
         flux = img - bkg

@@ -49,7 +49,7 @@ from scipy.spatial import cKDTree
 
 from atd_dl.baselines.base import (
     BaseFinder,
-    estimate_background,
+    background_maps,
     make_catalog,
     position_error,
     prepare_image,
@@ -64,13 +64,13 @@ __all__ = [
     "TwoMassResult",
     "calibrated_magnitude",
     "central_sharpness",
-    "classify_detections",
+    "classify_known_new_fp",
     "deduplicate",
     "density_rule",
     "false_positive_rate",
     "fwhm_from_seesh",
     "growth_rate",
-    "measure_fwhm",
+    "twomass_fwhm",
     "saturated_sources",
     "saturation_exclusion",
     "saturation_radius",
@@ -251,7 +251,7 @@ def _within(det: SkyCoord, ref: SkyCoord | None, radius_arcsec: float) -> np.nda
     return np.asarray(sep2d.arcsec <= radius_arcsec)
 
 
-def classify_detections(
+def classify_known_new_fp(
     det: SkyCoord,
     reference: SkyCoord,
     deep: SkyCoord | None = None,
@@ -283,7 +283,7 @@ def twomass_metrics(
     ``reference`` must already be restricted to the detection area (its length is
     N_2MASS). Returns counts and ``gr_percent``, ``fp_percent``.
     """
-    cls = classify_detections(det, reference, deep, r_ref=r_ref, r_deep=r_deep)
+    cls = classify_known_new_fp(det, reference, deep, r_ref=r_ref, r_deep=r_deep)
     n_new, n_fp, n_det = int(cls["new"].sum()), int(cls["fp"].sum()), len(det)
     return {
         "n_det": n_det,
@@ -359,7 +359,7 @@ def deduplicate(catalogs: Sequence[Table], radius_arcsec: float = 1.0) -> Table:
     return out
 
 
-def measure_fwhm(
+def twomass_fwhm(
     sub: np.ndarray, rms: float, mask: np.ndarray | None = None, *, max_stars: int = 50
 ) -> float:
     """Median FWHM (px) of bright, isolated, unsaturated stars (Gaussian fits), NaN if none."""
@@ -498,7 +498,7 @@ class TwoMassFinder(BaseFinder):
         n2 = self._threshold(threshold)
         finder = self if header is None else self._merge_header(header, wcs)
         img, bad = prepare_image(data, mask, name="twomass input")
-        bkg, rms_map = estimate_background(
+        bkg, rms_map = background_maps(
             img, bad, box_size=finder.back_size, filter_size=finder.back_filtersize
         )
         sub = img - bkg
@@ -521,7 +521,7 @@ class TwoMassFinder(BaseFinder):
             fwhm_img = fwhm_from_seesh(finder.seesh) / scale
             sources["fwhm"] = "SEESH"
         else:
-            fwhm_img = measure_fwhm(sub, skysig, bad if bad.any() else None)
+            fwhm_img = twomass_fwhm(sub, skysig, bad if bad.any() else None)
             sources["fwhm"] = "measured"
             if not np.isfinite(fwhm_img):
                 raise ValueError(

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def predict_proba(
+def predict_binary_proba(
     net: torch.nn.Module,
     images: np.ndarray,
     *,
@@ -108,7 +108,7 @@ def classify_detections(
         sl = slice(start, start + 4096)
         raw, _ = cut_stamps(cube, x[sl], y[sl], geo.size, zoom=geo.zoom(pixel_scale), mask=mask)
         stamps = normalize_stamps(raw, geo.normalize)
-        prob[sl] = predict_proba(model, stamps, batch_size=batch_size, device=device)
+        prob[sl] = predict_binary_proba(model, stamps, batch_size=batch_size, device=device)
     out["p_binary"] = prob
     out[
         "p_binary"

@@ -127,7 +127,7 @@ def plot_confusion_matrix(
     return Path(path)
 
 
-def write_report(
+def write_classification_report(
     folder: str | Path,
     y_true: np.ndarray,
     p_binary: np.ndarray,

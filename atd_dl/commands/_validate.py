@@ -27,6 +27,11 @@ from atd_dl.errors import InputError
 __all__ = [
     "DEVICE_HELP",
     "MAX_WORKERS",
+    "RESUMABLE_VERBS",
+    "add_common_options",
+    "claim_output",
+    "log_level",
+    "output_problem",
     "check_sextractor_env",
     "device_choice",
     "float_in",
@@ -302,3 +307,112 @@ def check_sextractor_env() -> None:
     problem = sextractor_env_problem()
     if problem:
         raise InputError(None, problem)
+
+
+# ----------------------------------------------------------------------------- shared options
+
+#: verbs whose rerun into a non-empty --out resumes (content keys) instead of refusing
+RESUMABLE_VERBS = frozenset({"detect", "finetune", "prep", "simulate"})
+
+
+def _has_option(parser: argparse.ArgumentParser, option: str) -> bool:
+    return option in parser._option_string_actions
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """Options every verb has, added once here (not per verb):
+
+    ``-q/--quiet`` (warnings and errors only, no progress bar), ``-v/--verbose`` (debug
+    logging) and, for verbs with ``--out``, ``--overwrite`` (write into an existing
+    non-empty output; see :func:`claim_output`). Options a verb already defines stay.
+    """
+    if not _has_option(parser, "--quiet"):
+        flags = ["--quiet"] if _has_option(parser, "-q") else ["-q", "--quiet"]
+        parser.add_argument(
+            *flags,
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="warnings and errors only, no progress bar",
+        )
+    if not _has_option(parser, "--verbose"):
+        flags = ["--verbose"] if _has_option(parser, "-v") else ["-v", "--verbose"]
+        parser.add_argument(
+            *flags, action="store_true", default=argparse.SUPPRESS, help="debug logging"
+        )
+    if _has_option(parser, "--out"):
+        out_type = parser._option_string_actions["--out"].type
+        kind = (
+            "dir"
+            if out_type is writable_out_dir
+            else "file"
+            if out_type is writable_out_file
+            else "path"
+        )
+        parser.set_defaults(_out_kind=kind)
+    if _has_option(parser, "--out") and not _has_option(parser, "--overwrite"):
+        parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            default=False,
+            help="write into an existing, non-empty --out (replacing its files); without it "
+            "such an output is refused",
+        )
+
+
+def _visible_entries(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if not p.name.startswith(".")]
+
+
+def output_problem(
+    path: str | Path | None, *, overwrite: bool, resumable: bool, kind: str = "path"
+) -> str | None:
+    """Why writing to ``path`` needs ``--overwrite`` (``None``: go ahead).
+
+    An existing non-empty folder or an existing file is refused unless ``overwrite``;
+    resumable verbs (detect, prep, simulate) resume instead, with content keys.
+    """
+    if path is None or overwrite or resumable:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        if _visible_entries(p):
+            return (
+                f"{p}: output folder exists and is not empty; pass --overwrite to write "
+                "into it, or choose another --out"
+            )
+        return None
+    if p.is_file() and kind == "file":  # a file where a folder may go: the verb decides
+        return f"{p}: output file exists; pass --overwrite to replace it"
+    return None
+
+
+def claim_output(args: argparse.Namespace) -> None:
+    """Before a verb's work: clean stale temporaries of a killed run in ``--out`` and refuse
+    an occupied output without ``--overwrite`` (:class:`InputError`, one line)."""
+    from atd_dl.io.atomic import clean_stale_temporaries
+
+    out = getattr(args, "out", None)
+    if out is None or not isinstance(out, (str, Path)):
+        return
+    out = Path(out)
+    clean_stale_temporaries(out if out.is_dir() else out.parent, recursive=out.is_dir())
+    verb = getattr(args, "command", None)
+    problem = output_problem(
+        out,
+        overwrite=bool(getattr(args, "overwrite", False) or getattr(args, "redo", False)),
+        resumable=verb in RESUMABLE_VERBS,
+        kind=getattr(args, "_out_kind", "path"),
+    )
+    if problem:
+        raise InputError(None, problem)
+
+
+def log_level(args: argparse.Namespace, *, debug: bool = False) -> int:
+    """Logging level from ``--quiet`` / ``--verbose`` / ``--debug`` (top level or verb)."""
+    import logging
+
+    if getattr(args, "verbose", False) or debug:
+        return logging.DEBUG
+    if getattr(args, "quiet", False):
+        return logging.WARNING
+    return logging.INFO

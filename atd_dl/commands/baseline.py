@@ -17,8 +17,25 @@ from atd_dl.commands._validate import (
     writable_out_dir,
 )
 from atd_dl.errors import InputError
+from atd_dl.io.paths import frame_stem
 
 BASELINE_NAMES = ("daofind", "psphot", "sep", "sextractor", "twomass")
+
+
+def _frame_paths(items: list[str], failures: list[str]) -> list[Path]:
+    """Files, folders and globs -> frames (as for ``atd-dl detect``); items that match
+    nothing are reported (one line each) and counted as failures."""
+    from atd_dl.detect.batch import expand_inputs
+
+    paths, problems = expand_inputs(items)
+    if not paths:  # nothing to do: the last problem is the error line
+        for _, msg in problems[:-1]:
+            print(f"error: {msg}", file=sys.stderr)
+        raise InputError(None, problems[-1][1] if problems else "no FITS frames to process")
+    for _, msg in problems:
+        print(f"error: {msg}", file=sys.stderr)
+        failures.append(msg)
+    return paths
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("name", help="baseline name: " + ", ".join(BASELINE_NAMES))
-    p.add_argument("frames", nargs="+", type=Path, help="FITS frames")
+    p.add_argument("frames", nargs="+", help="FITS files, folders or glob patterns")
     p.add_argument(
         "--threshold",
         type=positive_float,
@@ -54,7 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="finder parameter, e.g. --param fwhm=2.5 --param filter_fwhm=None (repeatable)",
     )
     p.add_argument(
-        "--out", type=writable_out_dir, default=".", help="output folder (default: current)"
+        "--out",
+        type=writable_out_dir,
+        default="baselines",
+        help="output folder (default: ./baselines)",
     )
     p.add_argument(
         "--format", choices=("ecsv", "fits", "csv"), default="ecsv", help="catalog format"
@@ -75,7 +95,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     t.add_argument(
-        "frames", nargs="+", type=Path, help="2MASS Atlas FITS frames (.fits or .fits.gz)"
+        "frames",
+        nargs="+",
+        help="2MASS Atlas FITS frames (.fits or .fits.gz): files, folders or glob patterns",
     )
     t.add_argument(
         "--n1", type=positive_float, default=0.7, help="FWHM_det = n1 * FWHM_img (default 0.7)"
@@ -84,12 +106,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--n2", type=positive_float, default=1.0, help="threshold = n2 * SKYSIG (default 1.0)"
     )
     t.add_argument(
+        "--edge-margins",
         "--edge",
+        dest="edge",
         type=int_at_least(0),
         nargs=2,
         default=(26, 36),
         metavar=("Y", "X"),
-        help="edge margins in px",
+        help="sources this close to the border are cut, px (default 26 36; --edge: "
+        "deprecated alias)",
     )
     t.add_argument(
         "--sharpness-norm",
@@ -99,9 +124,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--dedup-radius", type=nonneg_float, default=1.0, help="arcsec (default 1)")
     t.add_argument(
-        "--out", type=writable_out_dir, default=".", help="output folder (default: current)"
+        "--out",
+        type=writable_out_dir,
+        default="baselines",
+        help="output folder (default: ./baselines)",
     )
-    t.add_argument("--format", choices=("ecsv", "fits", "csv"), default="ecsv")
+    t.add_argument(
+        "--format", choices=("ecsv", "fits", "csv"), default="ecsv", help="catalog format"
+    )
     t.set_defaults(func=run_twomass)
 
 
@@ -131,17 +161,6 @@ def _write(table: Any, path: Path, fmt: str) -> Path:
     return path
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".gz", ".fz", ".bz2"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    for suffix in (".fits", ".fit", ".fts"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return name
-
-
 def _hdu(value: str | None) -> int | str | None:
     if value is None:
         return None
@@ -166,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(None, "give either --threshold or --sweep, not both")
     thresholds = list(finder.sweep_values(args.sweep)) if args.sweep else [args.threshold]
     failures: list[str] = []
+    args.frames = _frame_paths(args.frames, failures)
     for path in args.frames:
         try:
             frame = read_frame(path, hdu=_hdu(args.hdu), saturation=args.saturation)
@@ -184,7 +204,9 @@ def run(args: argparse.Namespace) -> int:
                 cat.meta["frame"] = str(path)
                 tag = "" if thr is None else f"_t{thr:g}"
                 out = _write(
-                    cat, args.out / f"{_stem(path)}.{finder.name}{tag}.{args.format}", args.format
+                    cat,
+                    args.out / f"{frame_stem(path)}.{finder.name}{tag}.{args.format}",
+                    args.format,
                 )
                 print(
                     f"{path.name}: {len(cat)} sources (threshold {cat.meta.get('threshold')}) -> {out}"
@@ -216,13 +238,14 @@ def run_twomass(args: argparse.Namespace) -> int:
     )
     catalogs = []
     failures: list[str] = []
+    args.frames = _frame_paths(args.frames, failures)
     for path in args.frames:
         try:
             frame = read_frame(path, saturation=float("inf"))
             result = base.run(frame.data, mask=frame.mask, wcs=frame.wcs, header=frame.header)
             cat = result.catalog
             cat.meta["frame"] = str(path)
-            out = _write(cat, args.out / f"{_stem(path)}.twomass.{args.format}", args.format)
+            out = _write(cat, args.out / f"{frame_stem(path)}.twomass.{args.format}", args.format)
             c = result.counts
             print(
                 f"{path.name}: DAOFind {c['daofind']} -> edge {c['after_edge']} -> SNR>3 "

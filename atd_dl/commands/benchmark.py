@@ -117,7 +117,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="probability thresholds: START:STOP:STEP or comma list (default 0.05:0.95:0.05)",
     )
     p.add_argument(
-        "--reference", choices=("auto", "truth", "catalog"), default=None, help="reference set"
+        "--reference-set",
+        "--reference",
+        dest="reference",
+        choices=("auto", "truth", "catalog"),
+        default=None,
+        help="reference set: simulator truth, the catalog, or auto (--reference: deprecated "
+        "alias; elsewhere --reference is a file)"
     )
     p.add_argument(
         "--limit", type=CHECKS["limit"], default=None, help="use only the first N frames"

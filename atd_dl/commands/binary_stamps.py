@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.1,
         help="smallest companion flux ratio, in (0, 1]",
     )
-    p.add_argument("--seed", type=int_at_least(0), default=0)
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default 0)")
     p.add_argument("--no-preview", action="store_true", help="skip preview.png")
     p.set_defaults(func=run)
 

@@ -55,12 +55,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="only stamps of this split (stamp sets with a split column: train/val/test)",
     )
-    p.add_argument("--batch-size", type=int_at_least(1), default=256)
+    p.add_argument(
+        "--batch-size", type=int_at_least(1), default=256, help="stamps per batch (default 256)"
+    )
     p.add_argument(
         "--device",
         type=device_choice,
-        default="cpu",
-        help=f"torch device: {DEVICE_HELP} (default cpu)",
+        default="auto",
+        help=f"torch device: {DEVICE_HELP} (default auto: cuda if present, else cpu)",
     )
     p.set_defaults(func=run)
 
@@ -71,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from atd_dl.binaries.classify import predict_proba
+    from atd_dl.binaries.classify import predict_binary_proba
     from atd_dl.binaries.model import load_binary_model
-    from atd_dl.binaries.report import format_report, write_report
+    from atd_dl.binaries.report import format_report, write_classification_report
     from atd_dl.binaries.stamps import StampGeometry, read_stamps
     from atd_dl.detect.inference import resolve_device
     from atd_dl.io.atomic import atomic_output
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if len(stamps) == 0:
         raise InputError(args.stamps, "no readable stamps")
     thr = float(meta.get("threshold", 0.5) if args.threshold is None else args.threshold)
-    p = predict_proba(net, stamps.images, batch_size=args.batch_size, device=device)
+    p = predict_binary_proba(net, stamps.images, batch_size=args.batch_size, device=device)
     # file names (CSV / folders) or row numbers of a stamp set (stamps.csv "index")
     names = stamps.table.get("file", stamps.table.get("index", np.arange(len(stamps))))
     with atomic_output(out) as tmp:
@@ -113,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
         if (stamps.labels >= 0).sum() == 0:
             print("classify-binaries: no labels, no report", file=sys.stderr)
         else:
-            rep = write_report(args.report, stamps.labels, p, threshold=thr, table=stamps.table)
+            rep = write_classification_report(
+                args.report, stamps.labels, p, threshold=thr, table=stamps.table
+            )
             print(format_report(rep), end="")
             print(f"report: {args.report / 'report.md'}, {args.report / 'confusion.png'}")
     for f in failures:

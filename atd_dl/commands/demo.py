@@ -22,7 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", type=writable_out_dir, default="demo_output", help="output folder")
-    p.add_argument("--preset", choices=["sparse", "paper", "dense"], default="paper")
+    p.add_argument(
+        "--preset",
+        choices=["sparse", "paper", "dense"],
+        default="paper",
+        help="simulated field density (default paper)",
+    )
     p.add_argument(
         "--size",
         type=int_in(512, 20000),

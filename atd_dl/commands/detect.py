@@ -37,8 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "enhance like the training data, run the network over overlapping tiles, "
             "threshold, deblend, measure (Eq. 16 centroids, aperture flux, SNR, flags) and "
             "write a catalog per frame (<stem>.cat.fits + <stem>.cat.ecsv, x/y 0-based "
-            "pixels, RA/Dec from the WCS). Frames whose outputs exist are skipped unless "
-            "--overwrite; bad frames are reported and the batch goes on (exit code 1)."
+            "pixels, RA/Dec from the WCS). A rerun skips a frame only when its outputs exist "
+            "and its resume key (<stem>.key.json: input SHA-256, model, threshold, options, "
+            "calibration) is unchanged, and says why it redoes the others; --overwrite "
+            "redoes every frame. Bad frames are reported and the batch goes on (exit code 1)."
         ),
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="FITS files, folders or glob patterns")
@@ -77,6 +79,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"{DEVICE_HELP} (default: cuda if present)",
     )
     p.add_argument(
+        "--engine",
+        choices=("auto", "onnx", "torch"),
+        default="auto",
+        help="inference engine: onnx = ONNX Runtime (CPU; same catalog, faster), torch = "
+        "PyTorch; auto (default) = onnx on the CPU when the model folder has a current "
+        "model.onnx, else torch",
+    )
+    p.add_argument(
         "--workers",
         type=int_in(1, MAX_WORKERS),
         default=1,
@@ -104,7 +114,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--gain", type=positive_float, default=None, help="gain e-/ADU (overrides the header)"
     )
     p.add_argument(
-        "--edge", type=nonneg_float, default=3.0, help="px from the border for NEAR_EDGE"
+        "--edge",
+        type=nonneg_float,
+        default=3.0,
+        help="sources this close to the border, px, get the NEAR_EDGE flag (default 3)",
     )
     p.add_argument(
         "--binaries",
@@ -113,23 +126,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="MODEL_DIR",
         help="classify each detection with the visual-binary stamp classifier (shipped one "
-        "unless MODEL_DIR is given): adds p_binary/binary columns and flag 64",
+        "unless MODEL_DIR is given): adds p_binary/binary columns and flag BINARY (1024)",
     )
-    p.add_argument("--overwrite", action="store_true", help="redo frames whose outputs exist")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="redo every frame even when its outputs and resume key are unchanged",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run detection over all inputs; 0 when every frame succeeded, 1 otherwise."""
+    from atd_dl.detect.batch import detect_files, load_masters
+    from atd_dl.detect.catalog_io import OutputConfig
     from atd_dl.detect.inference import load_detector
-    from atd_dl.detect.pipeline import (
-        DetectConfig,
-        Detector,
-        OutputConfig,
-        detect_files,
-        load_masters,
-    )
+    from atd_dl.detect.pipeline import DetectConfig, Detector
 
     config = DetectConfig(
         threshold=args.threshold,
@@ -144,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         plane=args.plane,
         gain=args.gain,
     )
-    model, meta = load_detector(args.model, device=args.device)
+    model, meta = load_detector(args.model, device=args.device, engine=args.engine)
     detector = Detector(model, meta, config)
     if args.binaries is not None:
         from atd_dl.binaries.model import load_binary_model
@@ -165,24 +178,34 @@ def run(args: argparse.Namespace) -> int:
     def report(msg: str) -> None:
         print(f"error: {msg}", file=sys.stderr)
 
+    def status(path: Path, text: str) -> None:
+        if not getattr(args, "quiet", False):
+            print(f"{path}: {text}")
+
     summary = detect_files(
         args.paths,
         detector,
         output,
         masters=masters,
         workers=args.workers,
-        progress=not args.no_progress,
+        progress=not (args.no_progress or getattr(args, "quiet", False)),
         on_failure=report,
+        on_status=status,
     )
     print(
-        f"{summary.n_ok} frame(s) processed, {summary.n_skipped} skipped (outputs exist), "
+        f"{summary.n_ok} frame(s) processed, {summary.n_skipped} skipped (unchanged), "
         f"{summary.n_failed} failed; {summary.n_detections} sources; "
         f"threshold {detector.threshold:.3f}; device {detector.device}; "
         f"summary: {Path(args.out) / 'summary.json'}"
     )
-    if summary.failures:
-        print(f"{summary.n_failed} failure(s):", file=sys.stderr)
-        for f in summary.failures:
-            print(f"  {f['error']}", file=sys.stderr)
+    if summary.failures:  # each was printed as it happened (one line per frame)
+        # summary.json is kept even when every frame failed: it records the failures
+        total = summary.n_ok + summary.n_skipped + summary.n_failed
+        every = " (every frame failed, no catalog written)" if total == summary.n_failed else ""
+        print(
+            f"{summary.n_failed} failure(s) of {total} frame(s){every}; listed in "
+            f"{Path(args.out) / 'summary.json'}",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -369,7 +369,7 @@ def run_negative(args: argparse.Namespace) -> int:
     """``atd-dl evaluate --negative``: 0 when every frame worked, 1 when any failed."""
     import sys
 
-    from atd_dl.detect.pipeline import expand_inputs
+    from atd_dl.detect.batch import expand_inputs
     from atd_dl.evaluate.negative import (
         SEXTRACTOR_REFERENCE,
         SEXTRACTOR_SCAN,
@@ -381,6 +381,9 @@ def run_negative(args: argparse.Namespace) -> int:
         failures.append(msg)
         print(f"error: {msg}", file=sys.stderr)
 
+    out = args.out
+    if out is not None and not out.is_dir() and out.exists() and not args.overwrite:
+        raise InputError(None, f"{out}: output file exists; pass --overwrite to replace it")
     failures: list[str] = []
     paths, problems = expand_inputs(args.negative)
     for _item, msg in problems:

@@ -29,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="raw FITS frames")
-    parser.add_argument("--kind", required=True, choices=("bias", "dark", "flat"))
+    parser.add_argument(
+        "--kind", required=True, choices=("bias", "dark", "flat"), help="which master to make"
+    )
     parser.add_argument(
         "--out", required=True, type=writable_out_file, help="output master FITS file"
     )
@@ -72,9 +74,11 @@ def run(args: argparse.Namespace) -> int:
             continue
         frames.append(frame)
     if not frames:
-        for line in failures:
+        for line in failures[:-1]:
             print(f"error: {line}", file=sys.stderr)
-        raise InputError(None, f"no usable {args.kind} frames out of {len(args.files)}")
+        # the last problem is the error line (one line per bad file, none repeated)
+        last = failures[-1] if failures else f"no usable {args.kind} frames"
+        raise InputError(None, f"{last} (no usable {args.kind} frame out of {len(args.files)})")
     master = combine_masters(
         frames,
         kind=args.kind,

@@ -34,8 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "write images/, masks/, aux/, points/, overlays/, manifest.csv, labels.csv, "
             "table1.csv and fingerprint.json. Subfields 1,3,4,6,7,9 go to train and 2,5,8 to "
             "val; every subfield of a --test-frames frame goes to test. Test frames must not "
-            "overlap training frames on the sky. Finished frames are skipped on a rerun; a "
-            "failing frame is reported and the others go on (exit code 1)."
+            "overlap training frames on the sky. A rerun skips a finished frame only when its "
+            "resume key (frame and catalog SHA-256, masters, settings) is unchanged and says "
+            "why it redoes the others; a failing frame is reported, leaves the dataset, and "
+            "the others go on (exit code 1)."
         ),
     )
     parser.add_argument(
@@ -122,10 +124,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
     parser.add_argument("--no-aux", action="store_true", help="skip aux/<stem>.npz")
     parser.add_argument(
+        "--input-kind",
+        default="zscale8",
+        metavar="KIND|MODEL",
+        help="network input to write: zscale8 (images/ + aux/, the paper models) or "
+        "sigma_asinh+bad (also sigma/<stem>.npz, the generalist models such as 'default'); "
+        "a model folder or shipped model name takes the kind from its config.json",
+    )
+    parser.add_argument(
         "--force", action="store_true", help="accept test frames that overlap training frames"
     )
-    parser.add_argument("--redo", action="store_true", help="prepare finished frames again")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--overwrite",
+        "--redo",
+        dest="redo",
+        action="store_true",
+        help="prepare every frame again even when its resume key is unchanged "
+        "(--redo: deprecated alias)",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="warnings and errors only, no progress bar"
+    )
     parser.set_defaults(func=run)
 
 
@@ -133,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the dataset; return 0 when every frame succeeded, 1 otherwise."""
     from atd_dl.data.builder import PrepConfig, build_dataset
     from atd_dl.labels.anchor import LabelConfig
+    from atd_dl.lit.finetune import dataset_input_kind
 
     hdu = args.hdu
     if isinstance(hdu, str) and hdu.lstrip("-").isdigit():
@@ -153,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         hdu=hdu,
         isolation_margin_deg=args.isolation_margin,
         write_aux=not args.no_aux,
+        input_kind=dataset_input_kind(args.input_kind),
         write_overlays=not args.no_overlays,
         labels=labels,
     )

@@ -11,7 +11,7 @@ from atd_dl.commands._validate import (
     device_choice,
     positive_float,
     probability,
-    writable_out_path,
+    writable_out_file,
 )
 from atd_dl.errors import InputError
 
@@ -35,16 +35,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--radius", type=positive_float, default=1.5, help="match radius px (1.5)")
     p.add_argument("--hdu", default=None, help="HDU index or name in each file")
     p.add_argument("--device", type=device_choice, default=None, help=DEVICE_HELP)
-    p.add_argument("--out", type=writable_out_path, default=None, help="JSON file for the result")
+    p.add_argument("--out", type=writable_out_file, default=None, help="JSON file for the result")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Detect on every frame, then :func:`atd_dl.evaluate.repeatability.repeatability`."""
+    from atd_dl.detect.batch import expand_inputs
     from atd_dl.detect.inference import load_detector
-    from atd_dl.detect.pipeline import DetectConfig, Detector, expand_inputs, frame_stem
+    from atd_dl.detect.pipeline import DetectConfig, Detector
     from atd_dl.evaluate.repeatability import repeatability
     from atd_dl.io.atomic import atomic_write_text
+    from atd_dl.io.paths import frame_stem
 
     paths, problems = expand_inputs(args.frames)
     for item, msg in problems:

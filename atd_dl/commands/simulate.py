@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 from typing import Any
 
 from atd_dl.commands._validate import float_in, int_at_least, int_in, writable_out_dir
@@ -124,6 +125,50 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+#: what a rerun into the same --out may change without redoing frames
+_NOT_IN_KEY = {
+    "out", "n_frames", "start_index", "no_progress", "quiet", "verbose", "overwrite",
+    "debug", "func", "command", "patches",
+}  # fmt: skip
+STAMP = ".atd_dl_run.json"
+#: folders ``atd-dl simulate`` writes (replaced by --overwrite when the settings changed)
+_WRITES = ("frames", "truth", "catalogs", "calib", "patches", "images", "masks", "points")
+
+
+def _check_stamp(args: argparse.Namespace) -> None:
+    """Resume keyed on the settings: frames already in --out are kept only when they were
+    simulated with the same settings (seed, preset, overrides, size, ...); otherwise the
+    run is refused unless --overwrite, which replaces them."""
+    from atd_dl.io.resume import compare_keys, describe_changes, read_key, write_key
+
+    key = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_IN_KEY and not callable(v)}
+    out = Path(args.out)
+    stored = read_key(out / STAMP)
+    occupied = out.is_dir() and any(
+        (out / d).is_dir() and any((out / d).iterdir()) for d in _WRITES
+    )
+    if occupied:
+        changed = compare_keys(stored, key)
+        if changed:
+            why = describe_changes(
+                ["no resume key"]
+                if stored is None
+                else [f"--{c.replace('_', '-')}" for c in changed]
+            )
+            if not args.overwrite:
+                raise InputError(
+                    out,
+                    f"holds frames simulated with other settings ({why}); pass --overwrite "
+                    "to replace them, or choose another --out",
+                )
+            import shutil
+
+            for d in _WRITES:
+                shutil.rmtree(out / d, ignore_errors=True)
+            print(f"simulate: {out}: replacing earlier frames ({why})")
+    write_key(out / STAMP, key)
+
+
 def run(args: argparse.Namespace) -> int:
     """Simulate the requested frames; exit code 1 when any frame failed."""
     from atd_dl.sim.config import preset_config
@@ -145,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
     if args.isolated:
         overrides["isolated"] = True
     cfg = preset_config(args.preset, **overrides)
+    _check_stamp(args)
     report = simulate_run(
         cfg,
         args.seed,
@@ -155,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"simulate: {len(report.written)} written, {len(report.skipped)} skipped "
-        f"(already present), {len(report.failed)} failed -> {args.out}"
+        f"(unchanged), {len(report.failed)} failed -> {args.out}"
     )
     for name, problem in report.failed.items():
         print(f"  failed {name}: {problem}", file=sys.stderr)
@@ -190,6 +236,7 @@ def _run_random(args: argparse.Namespace) -> int:
     size = args.size or (256 if args.patches else 1600)
     if not 32 <= size <= 20000:
         raise InputError(None, f"--size must be in [32, 20000], got {size}")
+    _check_stamp(args)
     if args.patches:
         n = write_training_set(
             args.out,

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import shutil
 import sys
+from pathlib import Path
 
 from atd_dl.config_paths import config_dir
+
+log = logging.getLogger(__name__)
 
 HELP = """\
 Train a point-source segmentation network. Arguments are Hydra overrides of
@@ -50,10 +55,19 @@ def run(args: argparse.Namespace) -> int:
     from atd_dl.lit.train_task import main as run_task
 
     cdir = config_dir(args.config_dir)
+    # an error inside the task (bad dataset, missing or hostile ckpt_path, ...) ends in one
+    # line through the CLI (the traceback with --debug), not in Hydra's printed traceback:
+    # keep it, drop the run folder when it holds no checkpoint, raise it after Hydra returns
+    failures: list[Exception] = []
 
     @hydra.main(version_base="1.3", config_path=str(cdir), config_name=args.config_name)
     def _entry(cfg: DictConfig) -> float | None:
-        return run_task(cfg)
+        try:
+            return run_task(cfg)
+        except Exception as err:  # noqa: BLE001 - re-raised below, outside Hydra
+            discard_failed_run()
+            failures.append(err)
+            return None
 
     argv = ["atd-dl-train", *args.overrides]
     if args.multirun:
@@ -68,4 +82,23 @@ def run(args: argparse.Namespace) -> int:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     finally:
         sys.argv = saved
+    if failures:
+        raise failures[0]
     return 0
+
+
+def discard_failed_run() -> Path | None:
+    """Remove this Hydra job's run folder after a failure when it holds no checkpoint yet
+    (only the config, the log and empty logger folders: nothing to resume from); returns
+    the folder removed, or None (a run with a checkpoint is kept for ``ckpt_path=``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        out = Path(HydraConfig.get().runtime.output_dir)
+    except (ValueError, AttributeError, TypeError):  # not inside a Hydra run
+        return None
+    if not out.is_dir() or any(out.rglob("*.ckpt")):
+        return None
+    shutil.rmtree(out, ignore_errors=True)
+    log.info("removed the run folder %s (the run failed before its first checkpoint)", out)
+    return out

@@ -9,6 +9,10 @@ numbered ``9 2 3 / 8 1 4 / 7 6 5``) → files::
     masks/<stem>.png     uint8 label mask, 0 / 255
     aux/<stem>.npz       rms (float32 at float16 precision, background rms / frame median)
                          and bad (bool, unusable pixels)
+    sigma/<stem>.npz     with ``input_kind="sigma_asinh+bad"`` only: ``planes`` [2, S, S]
+                         float16, the significance input of the generalist models
+                         (:func:`~atd_dl.prep.network_input.significance_planes` of the
+                         whole calibrated frame, as detection computes it)
     points/<stem>.csv    kept catalog sources in subfield pixels (x, y, snr, source_id, ...)
     overlays/<frame>.png Fig. 5-style check image of the whole frame
 
@@ -21,9 +25,12 @@ frame named as a test frame → test. Test frames must not share sky with traini
 ``force=True``).
 
 Robustness: every file is written atomically; a frame is finished when its state file
-``.state/<frame>.json`` is written (last), and a rerun skips finished frames prepared
-with the same settings; a frame that fails (unreadable FITS, no catalog, no WCS, ...) is
-reported and the batch goes on (:class:`BuildReport`).
+``.state/<frame>.json`` is written (last) with its resume key, and a rerun skips a
+finished frame only when the key is unchanged (SHA-256 of the frame and of its catalog,
+the calibration masters' content, the settings digest and the split; see
+:mod:`atd_dl.io.resume`), reporting "redone (input changed, ...)" otherwise; a frame that
+fails (unreadable FITS, no catalog, no WCS, constant frame, ...) is reported, leaves the
+dataset (its old state and manifest rows go) and the batch goes on (:class:`BuildReport`).
 """
 
 from __future__ import annotations
@@ -52,8 +59,15 @@ from atd_dl.data.manifest import (
     write_csv,
 )
 from atd_dl.errors import InputError
-from atd_dl.io.atomic import atomic_output, atomic_write_text
+from atd_dl.io.atomic import atomic_output, atomic_write_text, clean_stale_temporaries
+from atd_dl.io.paths import FITS_SUFFIXES, frame_stem
+from atd_dl.io.resume import compare_keys, describe_changes, file_sha256
 from atd_dl.labels.anchor import LabelConfig, LabelResult, make_labels
+from atd_dl.prep.network_input import (
+    SIGMA_INPUT_KIND,
+    normalised_rms,
+    significance_planes,
+)
 
 __all__ = [
     "FITS_SUFFIXES",
@@ -69,7 +83,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
 CATALOG_SUFFIXES = (
     ".ecsv",
     ".csv",
@@ -102,6 +115,9 @@ class PrepConfig:
     isolation_margin_deg: float = 0.0
     write_aux: bool = True
     write_overlays: bool = True
+    # network input written besides the ZScale PNG: "zscale8" (PNG + aux only) or
+    # "sigma_asinh+bad" (also sigma/<stem>.npz, the planes of atd_dl.prep.network_input)
+    input_kind: str = "zscale8"
     catalog_columns: Mapping[str, str] | None = None
     labels: LabelConfig = field(default_factory=LabelConfig)
 
@@ -119,6 +135,8 @@ class PrepConfig:
         d = self.to_dict()
         for k in ("write_overlays", "isolation_margin_deg"):
             d.pop(k, None)
+        if d.get("input_kind") == "zscale8":  # datasets written before the option stay valid
+            d.pop("input_kind")
         return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -130,6 +148,8 @@ class BuildReport:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    # frame -> "skipped (unchanged)" / "redone (input changed, ...)" for frames seen before
+    status: dict[str, str] = field(default_factory=dict)
     overlaps: list[tuple[str, str, float]] = field(default_factory=list)
     n_subfields: dict[str, int] = field(default_factory=dict)
 
@@ -142,28 +162,19 @@ class BuildReport:
         """Human-readable multi-line summary."""
         lines = [
             f"dataset: {self.out_dir}",
-            f"frames: {len(self.done)} prepared, {len(self.skipped)} already done, "
+            f"frames: {len(self.done)} prepared, {len(self.skipped)} skipped (unchanged), "
             f"{len(self.failed)} failed",
             "subfields: " + ", ".join(f"{k} {v}" for k, v in self.n_subfields.items()),
         ]
+        lines.extend(f"  {name}: {text}" for name, text in self.status.items())
         if self.overlaps:
             lines.append(f"WARNING: {len(self.overlaps)} test/train overlap(s) accepted (--force)")
-        for name, msg in self.failed.items():
-            lines.append(f"FAILED {name}: {msg}")
+        if self.failed:  # each failure was logged once, as it happened, with its cause
+            lines.append(f"failed frames: {', '.join(self.failed)}")
         return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- inputs
-
-
-def frame_stem(path: str | Path) -> str:
-    """Frame name: the file name without its FITS suffix (``a.fits.gz`` → ``a``)."""
-    name = Path(path).name
-    low = name.lower()
-    for suf in sorted(FITS_SUFFIXES, key=len, reverse=True):
-        if low.endswith(suf):
-            return name[: -len(suf)]
-    return Path(name).stem
 
 
 def find_frames(inputs: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -315,7 +326,7 @@ def _subfield_radec(wcs, sub) -> tuple[float, float]:
 # ----------------------------------------------------------------------------- one frame
 
 
-def prepare_frame(
+def prepare_training_frame(
     path: Path,
     catalogs: str | Path,
     out_dir: Path,
@@ -351,6 +362,15 @@ def prepare_frame(
         from atd_dl.prep.calibration import calibrate
 
         frame = calibrate(raw, masters)
+    usable = frame.data[np.isfinite(frame.data) & ~frame.mask]
+    if usable.size == 0:
+        raise InputError(path, "no finite unmasked pixel: nothing to label")
+    if float(np.ptp(usable)) == 0.0:
+        raise InputError(
+            path,
+            f"constant frame (every usable pixel = {float(usable[0]):g}): no measurable "
+            "noise or PSF; remove it from the batch",
+        )
     enh = enhance_frame(
         frame.data,
         frame.mask,
@@ -379,7 +399,7 @@ def prepare_frame(
     rms = enh.background_rms
     good_rms = rms[np.isfinite(rms) & (rms > 0) & ~frame.mask]
     rms_med = float(np.median(good_rms)) if good_rms.size else float("nan")
-    norm_rms = (rms / rms_med) if np.isfinite(rms_med) else rms
+    norm_rms = normalised_rms(rms, frame.mask)
     # float16 precision (5e-4 relative) is plenty for a noise map and compresses 10x better
     norm_rms = norm_rms.astype(np.float16).astype(np.float32)
     kx = np.asarray(res.kept["x"], dtype=np.float64)
@@ -393,6 +413,15 @@ def prepare_frame(
     cy = np.asarray(res.components["y"], dtype=np.float64)
     cm = np.asarray(res.components["matched"], dtype=bool)
 
+    sigma = None
+    if config.input_kind == SIGMA_INPUT_KIND:  # whole frame, as detection computes it
+        sigma = significance_planes(
+            enh.subtracted, enh.background_rms, bad=frame.mask, saturated=frame.saturated
+        )
+    elif config.input_kind != "zscale8":
+        raise InputError(
+            None, f"input kind must be 'zscale8' or '{SIGMA_INPUT_KIND}', got {config.input_kind!r}"
+        )
     rows: list[dict[str, Any]] = []
     hist_by_split: dict[str, np.ndarray] = {}
     mask_by_split: dict[str, list[int]] = {}
@@ -411,6 +440,11 @@ def prepare_frame(
                 out_dir / "aux" / f"{stem}.npz",
                 rms=np.ascontiguousarray(norm_rms[sl], dtype=np.float32),
                 bad=np.ascontiguousarray(frame.mask[sl]),
+            )
+        if sigma is not None:
+            _write_npz(
+                out_dir / "sigma" / f"{stem}.npz",
+                planes=np.ascontiguousarray(sigma[:, sl[0], sl[1]], dtype=np.float16),
             )
         _write_points(out_dir / "points" / f"{stem}.csv", res, sub)
         ra, dec = _subfield_radec(frame.wcs, sub)
@@ -480,7 +514,7 @@ def prepare_frame(
 
 def _fwhm_for_fingerprint(frame, enh, res: LabelResult) -> float:
     """PSF FWHM (px) from bright isolated kept stars when labelling did not need one."""
-    from atd_dl.labels.psf import estimate_fwhm, select_psf_stars
+    from atd_dl.labels.psf import median_prf_fwhm, select_psf_stars
 
     kept = res.kept
     ok = ~np.asarray(kept["saturated"], dtype=bool)
@@ -498,7 +532,7 @@ def _fwhm_for_fingerprint(frame, enh, res: LabelResult) -> float:
     )
     if len(pick) < 3:
         return float("nan")
-    return estimate_fwhm(enh.subtracted, x[pick], y[pick])
+    return median_prf_fwhm(enh.subtracted, x[pick], y[pick])
 
 
 # ----------------------------------------------------------------------------- batch
@@ -523,6 +557,44 @@ def _footprint_from_header(path: Path, config: PrepConfig) -> SkyFootprint | Non
     if fr.wcs is None:
         return None
     return footprint_of(frame_stem(path), fr.wcs, fr.shape)
+
+
+def _masters_key(masters) -> dict[str, Any] | None:
+    """Content hashes of the calibration masters (None without masters)."""
+    if masters is None or not masters:
+        return None
+    out: dict[str, Any] = {}
+    for k in ("bias", "dark", "flat"):
+        arr = getattr(masters, k, None)
+        out[k] = (
+            None
+            if arr is None
+            else hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+        )
+    out["dark_exptime"] = getattr(masters, "dark_exptime", None)
+    return out
+
+
+def _resume_key(
+    path: Path, catalogs: str | Path, cfg: PrepConfig, calibration: Any, *, test: bool
+) -> dict[str, Any]:
+    """What must be unchanged for a finished frame to be skipped (:mod:`atd_dl.io.resume`)."""
+    try:
+        cat = find_catalog(path, catalogs, pattern=cfg.catalog_pattern)
+        cat_sha: str | None = file_sha256(cat)
+    except (InputError, OSError):
+        cat_sha = None  # the frame fails with a clear message when prepared
+    try:
+        frame_sha: str | None = file_sha256(path)
+    except OSError:
+        frame_sha = None
+    return {
+        "input_sha256": frame_sha,
+        "catalog_sha256": cat_sha,
+        "calibration": calibration,
+        "config": cfg.digest(),
+        "test": bool(test),
+    }
 
 
 def build_dataset(
@@ -570,6 +642,8 @@ def build_dataset(
     test_set = _match_test(stems, paths, _parse_patterns(test_frames))
     report = BuildReport(out_dir=out)
     digest = cfg.digest()
+    calibration = _masters_key(masters)
+    clean_stale_temporaries(out)
 
     # sky isolation of test frames (current inputs and frames finished earlier in out_dir)
     states = {
@@ -593,6 +667,7 @@ def build_dataset(
         try:
             fp = _footprint_from_header(path, cfg)
         except InputError as err:
+            log.error("%s", err)
             report.failed[name] = str(err)
             continue
         if fp is None:
@@ -618,27 +693,34 @@ def build_dataset(
         bar = todo
     for name, path in bar:
         prev = states.get(name)
-        if (
-            not redo
-            and prev is not None
-            and prev.get("config_digest") == digest
-            and prev.get("path") == str(path)
-            and bool(prev.get("test")) == is_test[name]
-        ):
+        # resume keyed on content (atd_dl.io.resume): frame + catalog + masters + settings
+        key = _resume_key(path, catalogs, cfg, calibration, test=is_test[name])
+        changed = compare_keys(prev.get("key") if prev else None, key)
+        if prev is not None and not changed and not redo:
             report.skipped.append(name)
+            report.status[name] = "skipped (unchanged)"
             continue
+        if prev is not None:
+            why = "--redo" if redo and not changed else describe_changes(changed)
+            report.status[name] = f"redone ({why})"
+            log.info("%s: redone (%s)", path, why)
         try:
-            record = prepare_frame(
+            record = prepare_training_frame(
                 path, catalogs, out, test=is_test[name], config=cfg, masters=masters
             )
-        except InputError as err:
-            log.error("%s", err)
-            report.failed[name] = str(err)
-            continue
         except Exception as err:  # noqa: BLE001 - one bad frame must not stop the batch
-            log.error("%s: %s: %s", path, type(err).__name__, err, exc_info=log.isEnabledFor(10))
-            report.failed[name] = f"{path}: {type(err).__name__}: {err}"
+            msg = (
+                str(err)
+                if isinstance(err, InputError)
+                else f"{path}: {type(err).__name__}: {err}"
+            )
+            log.error("%s", msg, exc_info=log.isEnabledFor(10))
+            report.failed[name] = msg
+            # a frame that fails now leaves the dataset (no stale subfields in the manifest)
+            if states.pop(name, None) is not None:
+                _state_path(out, name).unlink(missing_ok=True)
             continue
+        record["key"] = key
         atomic_write_text(_state_path(out, name), json.dumps(record) + "\n")
         states[name] = record
         report.done.append(name)

@@ -86,7 +86,8 @@ def build_fingerprint(
             mask_tot[split] += int(tot)
         for k, v in rec.get("counts", {}).items():
             counts[k] = counts.get(k, 0) + int(v)
-        if np.isfinite(rec.get("psf_fwhm", np.nan)):
+        value = rec.get("psf_fwhm")
+        if value is not None and np.isfinite(float(value)):
             fwhm.append(float(rec["psf_fwhm"]))
         frames.append(
             {

@@ -28,6 +28,7 @@ __all__ = [
     "SPLITS",
     "write_csv",
     "read_manifest",
+    "read_manifest_rows",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -116,16 +117,58 @@ def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], columns: Iter
     return atomic_write_text(path, buf.getvalue())
 
 
-def read_manifest(dataset: str | Path, *, split: str | None = None) -> Table:
-    """Read ``<dataset>/manifest.csv`` as a Table (optionally only one ``split``)."""
+def read_manifest_rows(dataset: str | Path) -> list[dict[str, str]]:
+    """Rows of ``<dataset>/manifest.csv`` as strings (the one manifest reader).
+
+    ``dataset`` is the dataset folder or the CSV file itself. Checks that the columns
+    ``stem`` and ``split`` exist and every split is train/val/test; raises
+    :class:`~atd_dl.errors.InputError` otherwise.
+    """
     path = Path(dataset)
     if path.is_dir():
         path = path / "manifest.csv"
-    if not path.exists():
-        raise InputError(path, "manifest not found (run `atd-dl prep` first)")
-    table = Table.read(path, format="ascii.csv")
+    elif not path.is_file():
+        raise InputError(dataset, "dataset folder not found")
+    if not path.is_file():
+        raise InputError(path, "manifest.csv not found (is this an `atd-dl prep` dataset folder?)")
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"stem", "split"} - set(reader.fieldnames or [])
+        if missing:
+            raise InputError(path, f"missing column(s) {', '.join(sorted(missing))}")
+        rows = list(reader)
+    bad = sorted({r["split"] for r in rows} - set(SPLITS))
+    if bad:
+        raise InputError(path, f"unknown split value(s) {', '.join(bad)}; expected train/val/test")
+    return rows
+
+
+def read_manifest(dataset: str | Path, *, split: str | None = None) -> Table:
+    """:func:`read_manifest_rows` as a Table (optionally only one ``split``).
+
+    Text columns (``stem``, ``frame``, ``subfield``, ``split``) stay strings; the other
+    columns are parsed as numbers where possible.
+    """
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    rows = read_manifest_rows(dataset)
     if split is not None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        table = table[table["split"] == split]
-    return table
+        rows = [r for r in rows if r["split"] == split]
+    names = list(rows[0]) if rows else ["stem", "split"]
+    text = {"stem", "frame", "subfield", "split"}
+    cols = [
+        [r[c] for r in rows] if c in text else _parse_column([r[c] for r in rows]) for c in names
+    ]
+    return Table(cols, names=names) if rows else Table(names=names, dtype=[str] * len(names))
+
+
+def _parse_column(values: list[str]) -> list[Any]:
+    """Integers, else floats (empty -> NaN), else the strings unchanged."""
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        pass
+    try:
+        return [float(v) if v != "" else float("nan") for v in values]
+    except ValueError:
+        return values

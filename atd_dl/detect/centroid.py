@@ -194,7 +194,7 @@ def local_background(
     return level, n.astype(np.int64)
 
 
-def estimate_fwhm(
+def median_moment_fwhm(
     image: np.ndarray,
     x: np.ndarray,
     y: np.ndarray,

@@ -1,5 +1,8 @@
 """Shape and peak analysis of detection components: circularity, distinct peaks, trails, splits.
 
+The primitives come first; the deblending *stage* of :mod:`atd_dl.detect.postprocess`
+(:func:`find_component_peaks`, :func:`deblend_components`, :func:`assign_sources`) is at the end.
+
 Pixel convention: 0-based, pixel centre = integer, arrays ``[y, x]``. Components are the
 8-connected regions of a label image (``labels > 0``).
 
@@ -28,12 +31,17 @@ Definitions used throughout (documented in ``docs/detect.md``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 from scipy import ndimage
+
+if TYPE_CHECKING:  # the stage records; no import at run time (components imports this module)
+    from atd_dl.detect.components import ComponentProps, Components, Pixels
+    from atd_dl.detect.config import PostprocessConfig
+    from atd_dl.detect.measure import PsfReference
 
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=np.uint8)
 _SQUARE = np.ones((3, 3), dtype=np.uint8)
@@ -576,3 +584,303 @@ def split_by_growth(
         circ = mask_circularity(rest)
     child[rest > 0] = k + 1
     return child[1:-1, 1:-1]
+
+
+# --------------------------------------------------------------------------- the stage
+# Stage 3 of the post-processing (:mod:`atd_dl.detect.postprocess`): the primitives above
+# applied to every component of a frame. Per-label arrays are indexed by component label
+# (0 = background, unused); per-pixel arrays follow ``Pixels`` (flat raster order).
+
+
+@dataclass(frozen=True)
+class Peaks:
+    """Distinct intensity peaks of all components (:func:`distinct_peaks`)."""
+
+    y: np.ndarray  # row of each peak (0-based)
+    x: np.ndarray  # column of each peak
+    label: np.ndarray  # component of each peak (ascending)
+    owner: np.ndarray  # per foreground pixel: index of the peak whose basin holds it
+    count: np.ndarray  # per label: number of distinct peaks
+    first: np.ndarray  # per label: index of its first peak
+
+
+def find_component_peaks(
+    smooth: np.ndarray,
+    comps: Components,
+    pix: Pixels,
+    noise_factor: float,
+    cfg: PostprocessConfig,
+) -> Peaks:
+    """Distinct peaks of the smoothed intensity ``smooth`` in every component.
+
+    ``noise_factor`` is the rms reduction of the smoothing (:func:`smoothing_noise_factor`);
+    the dip criterion uses ``cfg.deblend_nsigma`` and ``cfg.deblend_contrast``.
+    """
+    py, px, pl, owner = distinct_peaks(
+        smooth,
+        comps.labels,
+        pix.index,
+        pix.var,
+        nsigma=cfg.deblend_nsigma,
+        contrast=cfg.deblend_contrast,
+        noise_factor=noise_factor,
+    )
+    count = np.bincount(pl, minlength=comps.n + 1)
+    first = np.searchsorted(pl, np.arange(comps.n + 1))
+    return Peaks(py, px, pl, owner, count, first)
+
+
+@dataclass
+class Split:
+    """How the components are divided into sources (filled by :func:`deblend_components`)."""
+
+    counts: np.ndarray  # int64 per label: sources made from it (1 = not split; [0] = 0)
+    rank: np.ndarray  # int64 per foreground pixel: child index within its component
+    grown: dict[int, np.ndarray] = field(default_factory=dict)  # label -> child map (bbox)
+    # mixture children: component, rank, and fitted x, y, x_err, y_err (px)
+    mixture: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def deblend_components(
+    comps: Components,
+    pix: Pixels,
+    props: ComponentProps,
+    peaks: Peaks,
+    imom: dict[str, np.ndarray],
+    psf: PsfReference,
+    trail: np.ndarray,
+    smooth: np.ndarray,
+    cfg: PostprocessConfig,
+) -> Split:
+    """Split blended components into children (``docs/detect.md``, deblending).
+
+    Trails, components with saturated pixels and components larger than
+    ``cfg.max_deblend_area`` px are never split. In order: components with more than
+    ``cfg.max_mixture_peaks`` distinct peaks -> steepest-ascent basins; 2+ distinct peaks or
+    an unresolved pair (intensity elongation ``imom["delta"]`` significantly above the
+    PSF's ``psf.delta``) -> Gaussian-mixture flux sharing (:func:`mixture_deblend`, PSF
+    sigma ``psf.sigma`` px); other non-round components (circularity below
+    ``cfg.circularity_threshold``) -> :func:`split_by_growth`.
+    """
+    n = comps.n
+    eligible = ~trail & ~props.saturated & (props.moments["area"] <= cfg.max_deblend_area)
+    eligible[0] = False
+    counts = np.ones(n + 1, dtype=np.int64)
+    counts[0] = 0
+    split = Split(counts, np.zeros(pix.index.size, dtype=np.int64))
+    if not cfg.deblend:
+        return split
+    _split_crowded(split, eligible, peaks, pix, cfg)
+    multi = np.flatnonzero(eligible & (peaks.count >= 2) & (peaks.count <= cfg.max_mixture_peaks))
+    excess = imom["delta"] - psf.delta
+    pair = np.flatnonzero(
+        eligible
+        & (peaks.count == 1)
+        & (props.moments["area"] >= cfg.min_blend_area)
+        & (excess >= cfg.pair_nsigma * imom["delta_err"])
+        & (excess >= cfg.pair_min_excess * psf.sigma**2)
+    )
+    if multi.size + pair.size:
+        _split_mixture(split, multi, pair, excess, pix, peaks, imom, psf, smooth, cfg)
+    _split_by_shape(split, eligible, comps, props, peaks, cfg)
+    return split
+
+
+def _split_crowded(
+    split: Split, eligible: np.ndarray, peaks: Peaks, pix: Pixels, cfg: PostprocessConfig
+) -> None:
+    """Components with more than ``cfg.max_mixture_peaks`` peaks: one child per basin."""
+    many = np.flatnonzero(eligible & (peaks.count > cfg.max_mixture_peaks))
+    if not many.size:
+        return
+    in_many = np.zeros(split.counts.size, dtype=bool)
+    in_many[many] = True
+    sel = in_many[pix.label]
+    split.rank[sel] = peaks.owner[sel] - peaks.first[pix.label[sel]]
+    split.counts[many] = peaks.count[many]
+
+
+def _mixture_start(
+    multi: np.ndarray,
+    pair: np.ndarray,
+    excess: np.ndarray,
+    peaks: Peaks,
+    imom: dict[str, np.ndarray],
+    smooth: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Initial mixture ``x0, y0, f0``: the distinct peaks (``multi``, at the smoothed peak
+    value) or two equal halves at +-d/2 along the major axis (``pair``, ``d^2/4 = excess``)."""
+    nx = smooth.shape[1]
+    pk_idx = (
+        np.concatenate([np.arange(peaks.first[b], peaks.first[b] + peaks.count[b]) for b in multi])
+        if multi.size
+        else np.zeros(0, np.int64)
+    )
+    half = np.sqrt(np.maximum(excess[pair], 0.0))  # equal fluxes: d^2 / 4 = excess
+    ax, ay = np.cos(imom["theta"][pair]), np.sin(imom["theta"][pair])
+    xc, yc = imom["xc"][pair], imom["yc"][pair]
+    px, py = peaks.x[pk_idx], peaks.y[pk_idx]
+    x0 = np.r_[px, np.column_stack([xc - half * ax, xc + half * ax]).ravel()]
+    y0 = np.r_[py, np.column_stack([yc - half * ay, yc + half * ay]).ravel()]
+    f0 = np.r_[
+        np.maximum(smooth.ravel()[py * nx + px], 1e-6),
+        np.repeat(imom["flux"][pair] / 2.0 + 1e-6, 2),
+    ]
+    return x0, y0, f0
+
+
+def _mixture_accepted(
+    mix: Mixture, k: np.ndarray, n_multi: int, cfg: PostprocessConfig
+) -> np.ndarray:
+    """Bool per blend: every child owns a pixel and, for pairs, the two fitted positions are
+    ``>= cfg.pair_min_separation`` px apart with ``>= cfg.pair_min_fraction`` of the light
+    in the fainter one."""
+    nb = k.size
+    start = np.cumsum(k) - k
+    owned = np.bincount(mix.owner, minlength=int(k.sum()))
+    blend_idx = np.repeat(np.arange(nb), k)
+    ok = np.bincount(blend_idx, weights=owned == 0, minlength=nb) == 0
+    if nb > n_multi:
+        a_, b_ = start[n_multi:], start[n_multi:] + 1
+        sep = np.hypot(mix.x[a_] - mix.x[b_], mix.y[a_] - mix.y[b_])
+        frac = np.minimum(mix.flux[a_], mix.flux[b_]) / np.maximum(
+            mix.flux[a_] + mix.flux[b_], 1e-12
+        )
+        ok[n_multi:] &= (sep >= cfg.pair_min_separation) & (frac >= cfg.pair_min_fraction)
+    return ok
+
+
+def _split_mixture(
+    split: Split,
+    multi: np.ndarray,
+    pair: np.ndarray,
+    excess: np.ndarray,
+    pix: Pixels,
+    peaks: Peaks,
+    imom: dict[str, np.ndarray],
+    psf: PsfReference,
+    smooth: np.ndarray,
+    cfg: PostprocessConfig,
+) -> None:
+    """Share the light of multi-peak blends and unresolved pairs by a Gaussian mixture.
+
+    Accepted blends get one child per mixture component (pixels to the dominant one,
+    positions from the fit); rejected multi-peak blends fall back to the peak basins;
+    rejected pairs stay single.
+    """
+    blends = np.r_[multi, pair]
+    k = np.r_[peaks.count[multi], np.full(pair.size, 2)]
+    x0, y0, f0 = _mixture_start(multi, pair, excess, peaks, imom, smooth)
+    blend_of = np.full(split.counts.size, -1, dtype=np.int64)
+    blend_of[blends] = np.arange(blends.size)
+    sel = np.flatnonzero(blend_of[pix.label] >= 0)
+    group = blend_of[pix.label[sel]]
+    mix = mixture_deblend(
+        group,
+        pix.x[sel],
+        pix.y[sel],
+        pix.value[sel],
+        pix.var[sel],
+        k,
+        x0,
+        y0,
+        f0,
+        psf.sigma,
+        iterations=cfg.mixture_iterations,
+    )
+    start = np.cumsum(k) - k
+    ok = _mixture_accepted(mix, k, multi.size, cfg)
+    use = ok[group]
+    split.rank[sel[use]] = mix.owner[use] - start[group[use]]
+    fb = ~use & (peaks.count[pix.label[sel]] >= 2)  # failed multi-peak: steepest ascent
+    split.rank[sel[fb]] = peaks.owner[sel[fb]] - peaks.first[pix.label[sel[fb]]]
+    done = ok | (np.arange(blends.size) < multi.size)
+    split.counts[blends[done]] = k[done]
+    blend_idx = np.repeat(np.arange(blends.size), k)
+    mix_ids = np.flatnonzero(np.repeat(ok, k))
+    split.mixture = {
+        "comp": blends[blend_idx[mix_ids]],
+        "rank": mix_ids - start[blend_idx[mix_ids]],
+        "x": mix.x[mix_ids],
+        "y": mix.y[mix_ids],
+        "x_err": mix.x_err[mix_ids],
+        "y_err": mix.y_err[mix_ids],
+    }
+
+
+def _split_by_shape(
+    split: Split,
+    eligible: np.ndarray,
+    comps: Components,
+    props: ComponentProps,
+    peaks: Peaks,
+    cfg: PostprocessConfig,
+) -> None:
+    """Unsplit, single-peak components with circularity below the threshold (Eq. 15):
+    :func:`split_by_growth` of their pixel mask."""
+    circ = props.circularity
+    shaped = np.flatnonzero(
+        eligible
+        & (split.counts == 1)
+        & (peaks.count < 2)
+        & (circ < cfg.circularity_threshold)
+        & (props.moments["area"] >= cfg.min_blend_area)
+    )
+    for lab in shaped:
+        cm = split_by_growth(
+            comps.labels[comps.bbox(lab)] == lab,
+            circularity=float(circ[lab]),
+            threshold=cfg.circularity_threshold,
+            min_child_area=cfg.min_child_area,
+            min_blend_area=cfg.min_blend_area,
+            max_children=cfg.max_children,
+        )
+        nk = int(cm.max())
+        if nk >= 2:
+            split.grown[int(lab)] = cm
+            split.counts[lab] = nk
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The final sources: segmentation map and per-source records (index = source id,
+    0 unused; children of one component get consecutive ids)."""
+
+    n: int  # number of sources
+    segmap: np.ndarray  # int32 [ny, nx]: source id of each pixel, 0 = background
+    seg_fg: np.ndarray  # int32 per foreground pixel: its source id
+    first_id: np.ndarray  # per label: id of the component's first source
+    component: np.ndarray  # per id: component label
+    blended: np.ndarray  # per id: a deblended child
+    parent: np.ndarray  # per id: component label of a deblended child, else 0
+    circularity: np.ndarray  # per id: circularity of the source's segment
+    trail: np.ndarray  # per id: the component is a trail
+
+
+def assign_sources(
+    comps: Components, pix: Pixels, props: ComponentProps, split: Split, trail: np.ndarray
+) -> Sources:
+    """Number the sources and build the segmentation map from the ``split``."""
+    counts = split.counts
+    first_id = np.cumsum(counts) - counts + 1
+    n_src = int(counts.sum())
+    seg_fg = (first_id[pix.label] + split.rank).astype(np.int32)
+    flat = np.zeros(comps.labels.size, dtype=np.int32)
+    flat[pix.index] = seg_fg
+    seg: np.ndarray = flat.reshape(comps.labels.shape)
+    for lab, cm in split.grown.items():
+        inside = cm > 0
+        seg[comps.bbox(lab)][inside] = first_id[lab] + cm[inside] - 1
+    if split.grown:
+        seg_fg = seg.ravel()[pix.index]
+    comp_of = np.r_[0, np.repeat(np.arange(comps.n + 1), counts)]  # component of each id
+    is_split = counts > 1
+    blended = is_split[comp_of]
+    circ = props.circularity[comp_of].copy()
+    if is_split.any():
+        boxes = ndimage.find_objects(seg)
+        for i in np.flatnonzero(blended):
+            box = boxes[i - 1]
+            circ[i] = mask_circularity(seg[box] == i) if box is not None else 1.0
+    parent = np.where(blended, comp_of, 0)
+    return Sources(n_src, seg, seg_fg, first_id, comp_of, blended, parent, circ, trail[comp_of])

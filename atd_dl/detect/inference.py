@@ -1,105 +1,177 @@
-"""Network inference on whole frames: model loading, device set-up, tiled prediction.
+"""Network inference on whole frames: model loading, engine and device set-up, tiled prediction.
 
 The network sees exactly what it saw in training (``docs/DESIGN.md``, "Enhancement"):
-the whole frame is enhanced once, tiles are cut from the 8-bit image with
-:class:`atd_dl.prep.partition.Tiler` (overlapping, padded when the frame is smaller than
-a tile), predicted in batches, and stitched back so that each output pixel comes from
-the tile in which it lies farthest from the tile edges: the probability map has no
-seams and a star on a tile border is one component, found once.
+the input planes of the whole frame are built once, cut into overlapping tiles with
+:class:`atd_dl.prep.partition.Tiler` (padded where the frame is smaller than a tile),
+predicted in batches, and stitched back so that each output pixel comes from the tile in
+which it lies farthest from the tile edges: the probability map has no seams and a star
+on a tile border is one component, found once.
 
-Devices: CUDA when available (bf16 autocast, channels-last memory, batch size from the
-free GPU memory), else CPU with all cores (``torch.set_num_threads``) unless
-``OMP_NUM_THREADS`` is set. ``torch.compile`` is optional.
+Engines (``engine=``): ``"onnx"`` — ONNX Runtime on the CPU, the model folder's
+``model.onnx`` (:mod:`atd_dl.detect.onnx_engine`); ``"torch"`` — PyTorch, CPU
+(channels-last memory, all cores unless ``OMP_NUM_THREADS`` is set) or CUDA (bf16
+autocast, channels-last, batch size from the free GPU memory, optional ``torch.compile``).
+``"auto"`` (default): ONNX Runtime when the device is the CPU and the folder has a
+``model.onnx`` made from its weights, else PyTorch. Both give the same probabilities
+within 1e-5 (tests/test_engines.py); docs/performance.md has the measurements.
+
+Tiles on the CPU are at most :data:`CPU_MAX_TILE` px a side and shaped to the frame
+(:func:`atd_dl.prep.partition.plan_tile_shape`), which bounds memory for any frame size
+and keeps a 50 x 4000 strip close to its own pixel count.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
+from atd_dl.detect.onnx_engine import OnnxNetwork, cpu_threads, load_onnx_network
 from atd_dl.errors import InputError
-from atd_dl.models.inference import predict_proba
-from atd_dl.prep.partition import Tiler
+from atd_dl.prep.partition import Tiler, plan_tile_shape
+
+if TYPE_CHECKING:  # torch is imported only when the PyTorch engine runs
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
-RMS_CLIP = 5.0  # normalised background rms plane is clipped to [0, RMS_CLIP] (as in training)
+ENGINES = ("auto", "onnx", "torch")
+
+
+def cuda_available() -> bool:
+    """Whether a CUDA device is usable, without importing torch on machines with no NVIDIA
+    driver (importing torch costs seconds and hundreds of MB)."""
+    if "torch" not in sys.modules:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None and visible.strip() in ("", "-1"):
+            return False
+        if not Path("/proc/driver/nvidia/gpus").is_dir() and not Path("/dev/nvidia0").exists():
+            return False
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None``/``"auto"`` -> CUDA when available else CPU; unknown or absent CUDA raises."""
+    import torch
+
     if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+        return torch.device("cuda" if cuda_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(None, f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(None, f"device {device!r} requested but CUDA is not available")
     return dev
 
 
+def device_kind(device: str | None) -> str:
+    """``"cpu"`` or ``"cuda"`` for a device string (``None``/``"auto"`` resolved), without
+    importing torch when the answer is the CPU."""
+    if device is None or str(device) == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    return "cpu" if str(device).startswith("cpu") else "cuda"
+
+
 def configure_cpu_threads() -> int:
-    """Use every available core for CPU inference (unless ``OMP_NUM_THREADS`` is set)."""
+    """Use every available core for PyTorch CPU inference (unless ``OMP_NUM_THREADS`` is set)."""
+    import torch
+
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        n = os.cpu_count() or 1
-    torch.set_num_threads(max(1, n))
+    n = cpu_threads()
+    torch.set_num_threads(n)
     return n
 
 
 def load_detector(
-    path: str | Path | None = None, *, device: str | torch.device | None = None
-) -> tuple[nn.Module, dict[str, Any]]:
+    path: str | Path | None = None,
+    *,
+    device: str | torch.device | None = None,
+    engine: str = "auto",
+) -> tuple[Any, dict[str, Any]]:
     """Load a model folder, a shipped model by name (default: ``default``) or a ``.ckpt``.
 
-    Returns ``(model in eval mode on device, meta)``; ``meta`` as from
-    :func:`atd_dl.models.model_folder.load_model_folder` (``name``, ``kwargs``,
-    ``input``, ``threshold``, ``path`` ...). A checkpoint carries no tuned threshold:
+    Returns ``(network, meta)``: an :class:`~atd_dl.detect.onnx_engine.OnnxNetwork` when
+    ``engine`` resolves to ONNX Runtime (see the module docstring), else a torch module in
+    eval mode on ``device``. ``meta`` as from
+    :func:`atd_dl.models.model_folder.read_model_meta` (``name``, ``kwargs``, ``input``,
+    ``threshold``, ``path`` ...) plus ``engine``. A checkpoint carries no tuned threshold:
     ``meta["threshold"]`` is 0.5 and ``meta["threshold_source"]`` says so.
     """
     from atd_dl.models import model_folder as mf
+
+    if engine not in ENGINES:
+        raise InputError(None, f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
+    p = mf.resolve_model_dir(path)
+    if engine != "torch" and p.is_dir():
+        network = _onnx_network(p, engine, device)
+        if network is not None:
+            meta = {**mf.read_model_meta(p), "engine": "onnxruntime"}
+            meta.setdefault("threshold_source", "thresholds.json")
+            return network, meta
+    model, meta = _load_torch(p)
+    dev = resolve_device(device)
+    return model.to(dev).eval(), {**meta, "engine": "torch"}
+
+
+def _onnx_network(folder: Path, engine: str, device: Any) -> OnnxNetwork | None:
+    """The folder's ONNX network when ``engine`` allows it on this device, else None
+    (``engine="onnx"`` raises instead, naming what is missing)."""
+    if device_kind(None if device is None else str(device)) != "cpu":
+        if engine == "onnx":
+            raise InputError(folder, "the onnx engine runs on the CPU only (use --device cpu)")
+        return None
+    network = load_onnx_network(folder)
+    if network is None and engine == "onnx":
+        raise InputError(
+            folder / "model.onnx",
+            "no usable ONNX model (missing, stale or onnxruntime not installed; "
+            f"run: atd-dl export {folder})",
+        )
+    return network
+
+
+def _load_torch(p: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A torch module (eval mode, CPU) and its meta from a model folder or a checkpoint."""
+    from atd_dl.models import model_folder as mf
     from atd_dl.models.registry import build_model
 
-    dev = resolve_device(device)
-    p = mf.resolve_model_dir(path)
     if p.is_dir():
         model, meta = mf.load_model_folder(p, map_location="cpu")
         meta = dict(meta)
         meta.setdefault("threshold_source", "thresholds.json")
-    elif p.is_file():
-        ckpt = mf.load_checkpoint(p)
-        name, kwargs = mf.checkpoint_model_spec(ckpt)
-        if name is None:
-            raise InputError(
-                p, "checkpoint records no model name (model_spec); export a model folder"
-            )
-        model = build_model(name, **kwargs)
-        try:
-            model.load_state_dict(mf.load_checkpoint_weights(p), strict=True)
-        except RuntimeError as err:
-            raise InputError(p, f"weights do not fit {name}: {str(err).splitlines()[0]}") from None
-        model.eval()
-        meta = {
-            "name": name,
-            "kwargs": kwargs,
-            "input": mf.input_kind(kwargs.get("in_channels", 1)),
-            "threshold": 0.5,
-            "threshold_source": "default 0.5 (checkpoint has no tuned threshold)",
-            "config": {"name": name, "kwargs": kwargs},
-            "fingerprint": None,
-            "metrics": None,
-            "path": p,
-        }
-    else:
+        return model, meta
+    if not p.is_file():
         raise InputError(p, "model not found (expected a model folder or a .ckpt file)")
-    return model.to(dev).eval(), meta
+    ckpt = mf.load_checkpoint(p)
+    name, kwargs = mf.checkpoint_model_spec(ckpt)
+    if name is None:
+        raise InputError(p, "checkpoint records no model name (model_spec); export a model folder")
+    model = build_model(name, **kwargs)
+    try:
+        model.load_state_dict(mf.load_checkpoint_weights(p), strict=True)
+    except RuntimeError as err:
+        raise InputError(p, f"weights do not fit {name}: {str(err).splitlines()[0]}") from None
+    meta = {
+        "name": name,
+        "kwargs": kwargs,
+        "input": mf.input_kind(kwargs.get("in_channels", 1)),
+        "threshold": 0.5,
+        "threshold_source": "default 0.5 (checkpoint has no tuned threshold)",
+        "config": {"name": name, "kwargs": kwargs},
+        "fingerprint": None,
+        "metrics": None,
+        "path": p,
+    }
+    return model.eval(), meta
 
 
 def input_channels(meta: dict[str, Any]) -> int:
@@ -120,42 +192,37 @@ def model_input(
     """Network input planes ``[C, ny, nx]`` float32 for a whole frame.
 
     Plane 0 is ``image8 / 255``; the noise-aware 3-channel input adds the background rms
-    divided by its median over usable pixels (non-finite -> clip value, clipped to
-    ``[0, RMS_CLIP]``) and the bad-pixel mask (1 = unusable), as ``atd-dl prep`` and the
-    training data module build them.
+    (ADU) normalised by :func:`atd_dl.prep.network_input.normalised_rms` and the bad-pixel
+    mask (1 = unusable): :func:`atd_dl.prep.network_input.zscale_planes`, the function
+    ``atd-dl prep`` (aux files) and the training data module use too.
     """
-    planes = [np.asarray(image8, dtype=np.float32) / np.float32(255.0)]
-    if channels >= 3:
-        if background_rms is None:
-            raise ValueError("a noise-aware model needs the background rms map")
-        rms = np.asarray(background_rms, dtype=np.float32)
-        b = np.zeros(rms.shape, bool) if bad is None else np.asarray(bad, dtype=bool)
-        finite = np.isfinite(rms) & (rms > 0)
-        ref = finite & ~b
-        med = float(np.median(rms[ref])) if ref.any() else 1.0
-        norm = np.where(finite, rms / np.float32(med), np.float32(RMS_CLIP))
-        planes.append(np.clip(norm, 0.0, RMS_CLIP).astype(np.float32))
-        planes.append(b.astype(np.float32))
-    if len(planes) != channels:
-        raise ValueError(f"cannot build a {channels}-channel input (known: 1 or 3)")
-    return np.stack(planes)
+    from atd_dl.prep.network_input import normalised_rms, zscale_planes
+
+    if channels >= 3 and background_rms is None:
+        raise ValueError("a noise-aware model needs the background rms map")
+    norm = None if background_rms is None else normalised_rms(background_rms, bad)
+    return zscale_planes(image8, channels=channels, norm_rms=norm, bad=bad)
 
 
-#: largest automatic CPU tile (px a side); larger frames are tiled with overlap
-CPU_MAX_TILE = 2048
+#: largest automatic CPU tile (px a side): bounds memory for any frame size (ONNX Runtime
+#: holds ~0.35 GB of activations for the shipped network at 576² against ~0.7 GB at 832²,
+#: at the same CPU time per pixel); larger frames are tiled with overlap (a 1600² frame:
+#: nine 576² tiles, 17 % more pixels than the frame)
+CPU_MAX_TILE = 640
 
 
 class TiledPredictor:
     """Batched, tiled prediction of a whole-frame probability map with one network.
 
     ``predict(planes)`` takes ``[C, ny, nx]`` float32 planes and returns the stitched
-    foreground probability ``[ny, nx]`` float32. The model is moved to ``device``, put in
-    eval mode, optionally compiled; CUDA uses bf16 autocast and channels-last.
+    foreground probability ``[ny, nx]`` float32. ``model`` is a torch module (moved to
+    ``device``, eval mode, channels-last, optionally compiled; CUDA uses bf16 autocast) or
+    an :class:`~atd_dl.detect.onnx_engine.OnnxNetwork` (CPU).
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Any,
         *,
         tile: int | None = 512,
         overlap: int = 64,
@@ -166,36 +233,53 @@ class TiledPredictor:
     ) -> None:
         if tile is not None and (tile < 16 or tile % 16):
             raise ValueError(f"tile must be a multiple of 16 (>= 16), got {tile}")
-        self.device = resolve_device(device)
-        # tile=None: automatic. On CUDA 1024² tiles batched to fill the memory; on CPU one
-        # tile over the whole frame (up to CPU_MAX_TILE px a side), which avoids computing
-        # overlaps twice: 1.8-2x faster than 512² tiles for a 1600² frame on 2 cores.
+        self.onnx = isinstance(model, OnnxNetwork)
+        if self.onnx:
+            if device_kind(None if device is None else str(device)) != "cpu":
+                raise InputError(model.path, "the onnx engine runs on the CPU only")
+            self.device: Any = "cpu"
+        else:
+            self.device = resolve_device(device)
+        on_cuda = str(self.device).startswith("cuda")
+        # tile=None: automatic. On CUDA 1024² tiles batched to fill the memory; on CPU tiles
+        # shaped to the frame, at most CPU_MAX_TILE a side (0 marks "plan per frame")
         self.auto_tile = tile is None
-        self.tile = int(tile) if tile is not None else (1024 if self.device.type == "cuda" else 0)
+        self.tile = int(tile) if tile is not None else (1024 if on_cuda else 0)
         self.overlap = int(overlap)
-        self.amp = bool(amp) and self.device.type == "cuda"
+        self.amp = bool(amp) and on_cuda
+        self._batch_size = batch_size
+        self.model = model if self.onnx else self._torch_model(model, compile)
+
+    def _torch_model(self, model: nn.Module, compile: bool) -> nn.Module:
+        import torch
+
         if self.device.type == "cpu":
             configure_cpu_threads()
-        model = model.to(self.device).eval()
-        if self.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
+        # channels-last: same output, about 1.7x faster on CPU and faster on CUDA
+        model = model.to(self.device).eval().to(memory_format=torch.channels_last)
         if compile:
             model = torch.compile(model)  # type: ignore[assignment]
-        self.model = model
-        self._batch_size = batch_size
+        return model
 
     def _autocast(self) -> Any:
+        import torch
+
         if self.amp:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return torch.autocast(self.device.type, enabled=False)
 
     def batch_size(self, channels: int) -> int:
-        """Batch size: the user's, else 4 on CPU, else from free GPU memory (1..64)."""
+        """Batch size: the user's, else 1 on CPU (tiles are large), else from free GPU
+        memory (1..64)."""
         if self._batch_size:
             return int(self._batch_size)
-        if self.device.type != "cuda":
-            self._batch_size = 4
-            return 4
+        if self.onnx or self.device.type != "cuda":
+            self._batch_size = 1
+            return 1
+        import torch
+
+        from atd_dl.models.inference import predict_proba
+
         torch.cuda.synchronize(self.device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(self.device)
@@ -212,30 +296,54 @@ class TiledPredictor:
         return bs
 
     def predict_tiles(self, tiles: np.ndarray) -> np.ndarray:
-        """Probabilities ``[N, tile, tile]`` float32 for input tiles ``[N, C, tile, tile]``."""
+        """Probabilities ``[N, ty, tx]`` float32 for input tiles ``[N, C, ty, tx]``."""
         bs = self.batch_size(tiles.shape[1])
         out = np.empty((tiles.shape[0], tiles.shape[2], tiles.shape[3]), dtype=np.float32)
+        if self.onnx:
+            for i in range(0, tiles.shape[0], bs):
+                out[i : i + bs] = self.model(tiles[i : i + bs])
+            return out
+        import torch
+
+        from atd_dl.models.inference import predict_proba
+
         with torch.inference_mode(), self._autocast():
             for i in range(0, tiles.shape[0], bs):
                 x = torch.from_numpy(np.ascontiguousarray(tiles[i : i + bs])).to(
                     self.device, non_blocking=True
                 )
-                if self.device.type == "cuda":
-                    x = x.to(memory_format=torch.channels_last)
+                x = x.to(memory_format=torch.channels_last)
                 p = predict_proba(self.model, x)
                 out[i : i + bs] = p[:, 0].float().cpu().numpy()
         return out
 
+    def tiler(self, shape: tuple[int, ...]) -> Tiler:
+        """The tiling of a frame of ``shape``: the fixed square tile, or on the CPU
+        automatic tiles shaped to the frame (:func:`plan_tile_shape`)."""
+        if self.tile == 0:
+            tile_shape = plan_tile_shape(shape, CPU_MAX_TILE, self.overlap)
+            return Tiler(shape, tile=tile_shape, overlap=self.overlap)
+        # one tile covers the frame: no overlap needed; else keep it below half a tile
+        tile = self.tile
+        overlap = 0 if tile >= max(shape[-2:]) else min(self.overlap, tile // 2 - 1)
+        return Tiler(shape, tile=tile, overlap=overlap)
+
     def predict(self, planes: np.ndarray) -> np.ndarray:
-        """Stitched probability map ``[ny, nx]`` for whole-frame planes ``[C, ny, nx]``."""
+        """Stitched probability map ``[ny, nx]`` for whole-frame planes ``[C, ny, nx]``.
+
+        Tiles are cut and predicted one batch at a time, so memory holds the frame's
+        planes, its probability map and one batch of tiles."""
         planes = np.asarray(planes, dtype=np.float32)
         if planes.ndim == 2:
             planes = planes[None]
-        tile = self.tile
-        if tile == 0:  # automatic on CPU: the whole frame in one tile when it fits
-            tile = min(CPU_MAX_TILE, -(-max(planes.shape[-2:]) // 16) * 16)
-        # one tile covers the frame: no overlap needed; else keep it below half a tile
-        overlap = 0 if tile >= max(planes.shape[-2:]) else min(self.overlap, tile // 2 - 1)
-        tiler = Tiler(planes.shape[-2:], tile=tile, overlap=overlap)
-        tiles = tiler.split(planes)  # [N, C, t, t]
-        return tiler.stitch(self.predict_tiles(tiles))
+        tiler = self.tiler(planes.shape[-2:])
+        ty, tx = tiler.tile_shape
+        bs = self.batch_size(planes.shape[0])
+        padded = tiler.pad(planes)
+        prob = np.empty(planes.shape[-2:], dtype=np.float32)
+        for i in range(0, len(tiler), bs):
+            boxes = tiler.boxes[i : i + bs]
+            batch = np.stack([padded[:, y0 : y0 + ty, x0 : x0 + tx] for y0, x0 in boxes])
+            for j, tile_prob in enumerate(self.predict_tiles(batch)):
+                tiler.place(prob, i + j, tile_prob)
+        return prob

@@ -1,8 +1,10 @@
 """Detection on new frames: read -> calibrate -> enhance -> infer -> extract -> write.
 
 :func:`detect_frame` runs one frame (a path or a :class:`~atd_dl.io.fits_io.Frame`);
-:func:`detect_files` runs a batch with prefetching, resumption, a progress bar and a run
-summary, going on past bad frames. Both are used by ``atd-dl detect`` and ``infer.py``.
+:class:`Detector` computes, :mod:`atd_dl.detect.catalog_io` writes. Batches (prefetching,
+resumption, a progress bar and a run summary, going on past bad frames) are
+:func:`atd_dl.detect.batch.detect_files`, the records passed between the stages
+:mod:`atd_dl.detect.frame`. The names of both stay importable from here.
 
 Per frame:
 
@@ -28,18 +30,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import glob
-import json
 import logging
-import os
-import sys
 import time
 import warnings
-from collections import deque
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -48,28 +42,25 @@ from astropy import units as u
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyWarning
 
-from atd_dl import __version__
-from atd_dl.detect.catalog_io import file_sha256, write_catalog
+from atd_dl.detect.catalog import describe_column
+from atd_dl.detect.catalog_io import (
+    OUTPUT_SUFFIXES,
+    OutputConfig,
+    catalog_meta,
+    write_frame_outputs,
+)
 from atd_dl.detect.domain import domain_warnings
 from atd_dl.detect.flags import SourceFlag
+from atd_dl.detect.frame import FrameResult, PreparedFrame, PreparedMosaic
 from atd_dl.detect.postprocess import Extraction, PostprocessConfig, _empty_catalog, segment_sources
 from atd_dl.errors import InputError
-from atd_dl.io.atomic import atomic_write_text
-from atd_dl.io.fits_io import Frame, read_frame, write_fits_image
+from atd_dl.io.fits_io import Frame, read_frame
+from atd_dl.io.paths import FITS_SUFFIXES, frame_stem
+from atd_dl.io.resume import file_sha256  # cached: hashed once per run
 from atd_dl.prep.network_input import SIGMA_INPUT_KIND, significance_planes
-from atd_dl.prep.psf_width import FwhmMeasurement, measure_fwhm
+from atd_dl.prep.psf_width import measure_fwhm
 
 log = logging.getLogger(__name__)
-
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
-OUTPUT_SUFFIXES = {
-    "fits": ".cat.fits",
-    "ecsv": ".cat.ecsv",
-    "regions": ".reg",
-    "segmap": ".seg.fits",
-    "probmap": ".prob.fits",
-    "overlay": ".overlay.png",
-}
 
 
 @dataclass
@@ -99,99 +90,6 @@ class DetectConfig:
         d = dataclasses.asdict(self)
         d["postprocess"] = dataclasses.asdict(self.postprocess)
         return d
-
-
-@dataclass
-class OutputConfig:
-    """Which files to write for each frame, and where."""
-
-    out_dir: Path
-    regions: bool = False
-    segmap: bool = False
-    probmap: bool = False
-    overlay: bool = False
-    overwrite: bool = False
-
-    def paths(self, stem: str) -> dict[str, Path]:
-        """Paths of the requested outputs of the frame ``stem``."""
-        wanted = ["fits", "ecsv"] + [
-            k for k in ("regions", "segmap", "probmap", "overlay") if getattr(self, k)
-        ]
-        return {k: Path(self.out_dir) / f"{stem}{OUTPUT_SUFFIXES[k]}" for k in wanted}
-
-    def complete(self, stem: str) -> bool:
-        """True when every requested output of ``stem`` exists (files are atomic)."""
-        return all(p.is_file() for p in self.paths(stem).values())
-
-
-@dataclass
-class PreparedFrame:
-    """A frame ready for inference: calibrated, enhanced, in electrons when possible."""
-
-    frame: Frame
-    image8: np.ndarray | None  # uint8 stretched frame (None when no finite pixel)
-    image_e: np.ndarray | None  # background-subtracted frame (electrons or ADU)
-    rms_e: np.ndarray | None  # background rms map (same unit)
-    background_rms_adu: np.ndarray | None
-    subtracted_adu: np.ndarray | None  # background-subtracted frame (ADU)
-    gain: float | None
-    unit: str  # "electron" or "adu"
-    sha256: str | None
-    calibration: str
-    timings: dict[str, float] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    fwhm: FwhmMeasurement | None = None  # measured PSF width (None when empty)
-
-    @property
-    def empty(self) -> bool:
-        """True when the frame had no usable pixel (empty catalog)."""
-        return self.image8 is None
-
-
-@dataclass
-class PreparedMosaic:
-    """Every image extension of a multi-extension file, prepared; one catalog comes out."""
-
-    path: Path
-    parts: list[PreparedFrame]
-    sha256: str | None
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def frame(self) -> Frame:
-        """The first extension's frame (shape and header of the batch record)."""
-        return self.parts[0].frame
-
-    @property
-    def timings(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for part in self.parts:
-            for k, v in part.timings.items():
-                out[k] = out.get(k, 0.0) + v
-        return out
-
-
-@dataclass
-class FrameResult:
-    """Everything :func:`detect_frame` produced for one frame."""
-
-    catalog: Table
-    prob: np.ndarray
-    segmap: np.ndarray
-    prepared: PreparedFrame
-    threshold: float
-    timings: dict[str, float]
-    outputs: dict[str, Path] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-
-def frame_stem(path: str | Path) -> str:
-    """File name without FITS suffixes (``a.fits.fz`` -> ``a``)."""
-    name = Path(path).name
-    for suffix in sorted(FITS_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
 
 
 def _select_sources(ex: Extraction, keep: np.ndarray, seg_ids: np.ndarray) -> Extraction:
@@ -268,18 +166,10 @@ def prepare_frame(
 
     Raises :class:`~atd_dl.errors.InputError` for unreadable or unsupported input.
     """
-    from atd_dl.prep.enhance import enhance_frame
-
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    if isinstance(source, Frame):
-        frame = source
-        sha = file_sha256(frame.path) if checksum and frame.path and frame.path.is_file() else None
-    else:
-        frame = read_frame(source, hdu=hdu, plane=plane)
-        sha = file_sha256(source) if checksum else None
+    frame, sha = _read_source(source, hdu=hdu, plane=plane, checksum=checksum)
     timings["read"] = time.perf_counter() - t0
-    name = frame.path if frame.path is not None else "frame"
     t0 = time.perf_counter()
     if masters is not None and masters:
         from atd_dl.prep.calibration import calibrate
@@ -287,25 +177,49 @@ def prepare_frame(
         frame = calibrate(frame, masters)
     timings["calibrate"] = time.perf_counter() - t0
     g = gain if gain is not None else frame.gain
-    unit = "electron" if g else "adu"
-    notes: list[str] = []
+    empty = PreparedFrame(
+        frame,
+        None,
+        None,
+        None,
+        None,
+        None,
+        g,
+        "electron" if g else "adu",
+        sha,
+        _calibration_label(masters),
+        timings,
+        [],
+    )
     usable = np.isfinite(frame.data) & ~frame.mask
     if not usable.any():
-        notes.append(f"{name}: no finite unmasked pixel; empty catalog")
-        return PreparedFrame(
-            frame,
-            None,
-            None,
-            None,
-            None,
-            None,
-            g,
-            unit,
-            sha,
-            _calibration_label(masters),
-            timings,
-            notes,
-        )
+        name = frame.path if frame.path is not None else "frame"
+        empty.warnings.append(f"{name}: no finite unmasked pixel; empty catalog")
+        return empty
+    return _enhance(empty, background_box=background_box, background_filter=background_filter)
+
+
+def _read_source(
+    source: str | Path | Frame, *, hdu: int | str | None, plane: int | None, checksum: bool
+) -> tuple[Frame, str | None]:
+    """The frame (read when ``source`` is a path) and its file's SHA-256 (when wanted)."""
+    if isinstance(source, Frame):
+        frame = source
+        sha = file_sha256(frame.path) if checksum and frame.path and frame.path.is_file() else None
+        return frame, sha
+    return read_frame(source, hdu=hdu, plane=plane), (file_sha256(source) if checksum else None)
+
+
+def _enhance(
+    prepared: PreparedFrame, *, background_box: int, background_filter: int
+) -> PreparedFrame:
+    """Enhance a read (and calibrated) frame with usable pixels, measure its PSF width;
+    ``prepared`` holds the frame, gain, unit, checksum and calibration, no images yet."""
+    from atd_dl.prep.enhance import enhance_frame
+
+    frame, g, timings = prepared.frame, prepared.gain, prepared.timings
+    name = frame.path if frame.path is not None else "frame"
+    notes: list[str] = []
     t0 = time.perf_counter()
     enh = enhance_frame(
         frame.data,
@@ -329,20 +243,15 @@ def prepare_frame(
         notes.append(f"{name}: no celestial WCS; pixel-only catalog (ra/dec NaN)")
     if not g:
         notes.append(f"{name}: gain unknown (no GAIN/EGAIN); fluxes in ADU, no Poisson term")
-    return PreparedFrame(
-        frame,
-        enh.image8,
-        image_e,
-        rms_e,
-        enh.background_rms,
-        enh.subtracted,
-        g,
-        unit,
-        sha,
-        _calibration_label(masters),
-        timings,
-        notes,
-        fwhm,
+    return dataclasses.replace(
+        prepared,
+        image8=enh.image8,
+        image_e=image_e,
+        rms_e=rms_e,
+        background_rms_adu=enh.background_rms,
+        subtracted_adu=enh.subtracted,
+        warnings=notes,
+        fwhm=fwhm,
     )
 
 
@@ -367,10 +276,8 @@ def add_sky_coordinates(table: Table, wcs: Any) -> Table:
     pos = table.colnames.index("y_err") + 1 if "y_err" in table.colnames else len(table.colnames)
     table.add_column(ra, name="ra", index=pos)
     table.add_column(dec, name="dec", index=pos + 1)
-    table["ra"].unit = u.deg
-    table["dec"].unit = u.deg
-    table["ra"].description = "right ascension from the frame WCS (ICRS/FK5 as in the header)"
-    table["dec"].description = "declination from the frame WCS"
+    describe_column(table, "ra")  # unit and description: atd_dl.detect.catalog
+    describe_column(table, "dec")
     return table
 
 
@@ -434,7 +341,8 @@ class Detector:
     def device(self) -> str:
         if self._predictor is None and self.model is None:
             return str(self.config.device or "n/a")
-        return str(self.predictor.device)
+        engine = self.meta.get("engine")
+        return f"{self.predictor.device} ({engine})" if engine else str(self.predictor.device)
 
     def prepare(
         self, source: str | Path | Frame, *, masters: Any = None
@@ -543,34 +451,8 @@ class Detector:
         return out
 
     def catalog_meta(self, prepared: PreparedFrame, ex: Extraction) -> dict[str, Any]:
-        """Metadata written with the catalog (see :data:`atd_dl.detect.catalog_io.FITS_KEYS`)."""
-        frame = prepared.frame
-        date_obs = frame.header.get("DATE-OBS") if frame.header is not None else None
-        return {
-            "model": self.meta.get("name"),
-            "model_path": str(self.meta.get("path", "")),
-            "threshold": self.threshold,
-            "threshold_source": self.threshold_source,
-            "input_file": frame.path.name if frame.path else None,
-            "input_sha256": prepared.sha256,
-            "hdu": frame.hdu,
-            "atd_dl_version": __version__,
-            "flux_unit": prepared.unit,
-            "gain": prepared.gain,
-            "fwhm_px": ex.fwhm,
-            "fwhm_source": prepared.fwhm.source if prepared.fwhm else "default",
-            "fwhm_nstars": prepared.fwhm.n_stars if prepared.fwhm else 0,
-            "aper_rad": ex.aperture_radius,
-            "bkg_rms": ex.background_rms,
-            "n_sources": len(ex.catalog),
-            "n_comp": ex.n_components,
-            "has_wcs": frame.wcs is not None,
-            "calibration": prepared.calibration,
-            "device": self.device,
-            "date_obs": date_obs,
-            "pixel_convention": "0-based, pixel centre = integer",
-            "config": json.dumps(self.config.summary(), sort_keys=True, default=str),
-        }
+        """Metadata written with the catalog: :func:`atd_dl.detect.catalog_io.catalog_meta`."""
+        return catalog_meta(self, prepared, ex)
 
     def write(
         self,
@@ -580,63 +462,9 @@ class Detector:
         output: OutputConfig,
         stem: str,
     ) -> dict[str, Path]:
-        """Write the requested outputs of one frame (each atomically)."""
-        from atd_dl.detect.overlay import write_overlay_png
-        from atd_dl.detect.regions import write_ds9_regions
-        from atd_dl.io.fits_io import provenance_cards
-
-        frame = prepared.frame
-        paths = output.paths(stem)
-        Path(output.out_dir).mkdir(parents=True, exist_ok=True)
-        meta = self.catalog_meta(prepared, ex)
-        prov = {
-            "source": meta["input_file"],
-            "insha256": prepared.sha256,
-            "model": meta["model"],
-            "thresh": self.threshold,
-        }
-        from astropy.io import fits
-
-        primary = fits.Header(provenance_cards(**prov))
-        write_catalog(ex.catalog, paths["fits"], paths["ecsv"], meta=meta, primary_header=primary)
-        radius = max(3.0, ex.aperture_radius if np.isfinite(ex.aperture_radius) else 3.0)
-        if "regions" in paths:
-            write_ds9_regions(ex.catalog, paths["regions"], radius=radius)
-        if "segmap" in paths:
-            write_fits_image(
-                paths["segmap"],
-                ex.segmap.astype(np.int32),
-                header=frame.header,
-                wcs=frame.wcs,
-                provenance={**prov, "content": "segmentation map: catalog id per pixel"},
-            )
-        if "probmap" in paths:
-            write_fits_image(
-                paths["probmap"],
-                prob.astype(np.float32),
-                header=frame.header,
-                wcs=frame.wcs,
-                provenance={**prov, "content": "foreground probability"},
-            )
-        if "overlay" in paths:
-            img8 = (
-                prepared.image8
-                if prepared.image8 is not None
-                else np.zeros(frame.shape, dtype=np.uint8)
-            )
-            shown = ex.catalog
-            if frame.origin != (0, 0) and len(shown):  # drawn on the trimmed image
-                shown = shown.copy(copy_data=True)
-                shown["x"] -= float(frame.origin[0])
-                shown["y"] -= float(frame.origin[1])
-            write_overlay_png(
-                img8,
-                shown,
-                paths["overlay"],
-                radius=radius,
-                title=f"{stem}: {len(ex.catalog)} sources (threshold {self.threshold:.3f})",
-            )
-        return paths
+        """Write the requested outputs of one frame (each atomically):
+        :func:`atd_dl.detect.catalog_io.write_frame_outputs`."""
+        return write_frame_outputs(self, prepared, prob, ex, output, stem)
 
     def run(
         self,
@@ -796,239 +624,42 @@ def detect_frame(
     return Detector(model, meta, cfg).run(path_or_frame, masters=masters, write=out)
 
 
-# ---------------------------------------------------------------------------- batches
-def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files, folders (FITS files inside, sorted) and glob patterns -> frame paths.
-
-    Returns ``(paths, problems)``; ``problems`` lists ``(item, message)`` for inputs that
-    match nothing. Duplicates are dropped, order kept.
-    """
-    paths: list[Path] = []
-    problems: list[tuple[str, str]] = []
-    for item in items:
-        s = str(item)
-        p = Path(s)
-        if p.is_dir():
-            found = sorted(
-                q for q in p.iterdir() if q.is_file() and q.name.lower().endswith(FITS_SUFFIXES)
-            )
-            if not found:
-                problems.append((s, f"{s}: folder contains no FITS files"))
-            paths.extend(found)
-        elif p.exists():
-            paths.append(p)
-        elif glob.has_magic(s):
-            found = sorted(Path(q) for q in glob.glob(s, recursive=True) if Path(q).is_file())
-            if not found:
-                problems.append((s, f"{s}: pattern matches no files"))
-            paths.extend(found)
-        else:
-            problems.append((s, str(InputError(p, "file not found"))))
-    seen: set[Path] = set()
-    unique = []
-    for q in paths:
-        key = q.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(q)
-    return unique, problems
+# ------------------------------------------------------------- names that moved elsewhere
+#: batch running moved to :mod:`atd_dl.detect.batch`, which imports this module; the old
+#: names resolve lazily (PEP 562: ``from atd_dl.detect.pipeline import detect_files`` still
+#: works) so that this module never imports it (no cycle). New code imports them from batch.
+_BATCH_NAMES = (
+    "RunSummary",
+    "_now",
+    "_problem",
+    "default_workers",
+    "detect_files",
+    "expand_inputs",
+    "load_masters",
+    "unique_stems",
+)
 
 
-def unique_stems(paths: Sequence[Path]) -> list[str]:
-    """Output stems; frames with the same name in different folders get the folder prefix."""
-    stems = [frame_stem(p) for p in paths]
-    counts: dict[str, int] = {}
-    for s in stems:
-        counts[s] = counts.get(s, 0) + 1
-    out = []
-    for p, s in zip(paths, stems):
-        out.append(f"{p.resolve().parent.name}_{s}" if counts[s] > 1 else s)
-    if len(set(out)) != len(out):  # still clashing: number them
-        out = [f"{s}_{i:04d}" for i, s in enumerate(out)]
-    return out
+def __getattr__(name: str) -> Any:
+    if name in _BATCH_NAMES:
+        import importlib
+
+        return getattr(importlib.import_module("atd_dl.detect.batch"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@dataclass
-class RunSummary:
-    """Outcome of :func:`detect_files` (written as ``summary.json``)."""
-
-    frames: list[dict[str, Any]] = field(default_factory=list)
-    failures: list[dict[str, str]] = field(default_factory=list)
-    model: str | None = None
-    device: str | None = None
-    threshold: float | None = None
-    started: str = ""
-    finished: str = ""
-    wall_s: float = 0.0
-
-    @property
-    def n_ok(self) -> int:
-        return sum(f["status"] == "ok" for f in self.frames)
-
-    @property
-    def n_skipped(self) -> int:
-        return sum(f["status"] == "skipped" for f in self.frames)
-
-    @property
-    def n_failed(self) -> int:
-        return len(self.failures)
-
-    @property
-    def n_detections(self) -> int:
-        return int(sum(f.get("n_detections", 0) for f in self.frames if f["status"] == "ok"))
-
-    def stage_totals(self) -> dict[str, float]:
-        """Seconds spent per stage, summed over processed frames."""
-        tot: dict[str, float] = {}
-        for f in self.frames:
-            for k, v in f.get("timings", {}).items():
-                tot[k] = tot.get(k, 0.0) + float(v)
-        return {k: round(v, 4) for k, v in tot.items()}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "atd_dl_version": __version__,
-            "model": self.model,
-            "device": self.device,
-            "threshold": self.threshold,
-            "started": self.started,
-            "finished": self.finished,
-            "wall_s": round(self.wall_s, 3),
-            "n_frames": len(self.frames)
-            + sum(1 for f in self.failures if f.get("stage") == "input"),
-            "n_ok": self.n_ok,
-            "n_skipped": self.n_skipped,
-            "n_failed": self.n_failed,
-            "n_detections": self.n_detections,
-            "timings_s": self.stage_totals(),
-            "frames": self.frames,
-            "failures": self.failures,
-        }
-
-    def write(self, path: str | Path) -> Path:
-        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _problem(path: Path, err: BaseException) -> str:
-    if isinstance(err, InputError):
-        return str(err)
-    first = str(err).splitlines()[0] if str(err) else ""
-    return f"{path}: {type(err).__name__}: {first}".rstrip(": ")
-
-
-def detect_files(
-    inputs: Iterable[str | Path],
-    detector: Detector,
-    output: OutputConfig,
-    *,
-    masters: Any = None,
-    workers: int = 1,
-    progress: bool = True,
-    summary_name: str | None = "summary.json",
-    on_failure: Any = None,
-) -> RunSummary:
-    """Detect sources in many frames; bad frames are reported and the batch goes on.
-
-    ``inputs``: files, folders or glob patterns. Frames whose requested outputs all exist
-    are skipped unless ``output.overwrite``. Up to ``workers`` frames are read, calibrated
-    and enhanced in background threads while the current one is inferred. ``on_failure``
-    (callable taking the one-line message) is called for each failure as it happens.
-    Writes ``summary.json`` in ``output.out_dir`` (unless ``summary_name`` is None).
-    """
-    t_start = time.perf_counter()
-    summary = RunSummary(
-        model=str(detector.meta.get("name")),
-        device=detector.device,
-        threshold=detector.threshold,
-        started=_now(),
-    )
-    paths, problems = expand_inputs(inputs)
-    for item, msg in problems:
-        summary.failures.append({"path": item, "stage": "input", "error": msg})
-        if on_failure:
-            on_failure(msg)
-    stems = unique_stems(paths)
-    todo: list[tuple[Path, str]] = []
-    for p, s in zip(paths, stems):
-        if not output.overwrite and output.complete(s):
-            summary.frames.append({"path": str(p), "stem": s, "status": "skipped"})
-        else:
-            todo.append((p, s))
-
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), unit="frame", desc="detect", file=sys.stderr)
-    n_workers = max(1, int(workers))
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="atd-prefetch") as pool:
-        queue: deque[tuple[Path, str, Future]] = deque()
-        it = iter(todo)
-
-        def refill() -> None:
-            while len(queue) < n_workers + 1:
-                try:
-                    p, s = next(it)
-                except StopIteration:
-                    return
-                queue.append((p, s, pool.submit(detector.prepare, p, masters=masters)))
-
-        refill()
-        while queue:
-            p, s, fut = queue.popleft()
-            refill()
-            record: dict[str, Any] = {"path": str(p), "stem": s}
-            try:
-                prepared = fut.result()
-                res = detector.run(prepared, write=output, stem=s)
-                flags = np.asarray(res.catalog["flags"]) if len(res.catalog) else np.zeros(0)
-                record.update(
-                    status="ok",
-                    n_detections=len(res.catalog),
-                    n_flagged=int(np.count_nonzero(flags)),
-                    threshold=res.threshold,
-                    shape=list(prepared.frame.shape),
-                    timings={k: round(v, 4) for k, v in res.timings.items()},
-                    outputs={k: str(v) for k, v in res.outputs.items()},
-                    warnings=res.warnings,
-                )
-            except Exception as err:  # noqa: BLE001 - one bad frame must not stop the batch
-                msg = _problem(p, err)
-                record.update(status="failed", error=msg)
-                summary.failures.append({"path": str(p), "stage": "frame", "error": msg})
-                log.debug("frame failed", exc_info=True)
-                if on_failure:
-                    on_failure(msg)
-            summary.frames.append(record)
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-    summary.finished = _now()
-    summary.wall_s = time.perf_counter() - t_start
-    if summary_name:
-        Path(output.out_dir).mkdir(parents=True, exist_ok=True)
-        summary.write(Path(output.out_dir) / summary_name)
-    return summary
-
-
-def load_masters(
-    bias: str | Path | None = None,
-    dark: str | Path | None = None,
-    flat: str | Path | None = None,
-) -> Any:
-    """:class:`~atd_dl.prep.calibration.CalibrationMasters` from files, or None when none given."""
-    if bias is None and dark is None and flat is None:
-        return None
-    from atd_dl.prep.calibration import CalibrationMasters
-
-    return CalibrationMasters.from_files(bias=bias, dark=dark, flat=flat)
-
-
-def default_workers() -> int:
-    """Prefetch threads by default: 1 (reading overlaps inference; more rarely helps)."""
-    return 1 if (os.cpu_count() or 1) < 4 else 2
+__all__ = [
+    "FITS_SUFFIXES",
+    "OUTPUT_SUFFIXES",
+    "DetectConfig",
+    "Detector",
+    "FrameResult",
+    "OutputConfig",
+    "PreparedFrame",
+    "PreparedMosaic",
+    "add_sky_coordinates",
+    "detect_frame",
+    "frame_stem",
+    "merge_saturated_fragments",
+    "prepare_frame",
+]

@@ -186,7 +186,7 @@ def model_method(
         mname = Path(model_dir).resolve().parent.name if model_dir else "atd-dl"
 
     def catalogs(frame: Any, values: Sequence[float]) -> list[Table]:
-        from atd_dl.detect.pipeline import PreparedMosaic
+        from atd_dl.detect.frame import PreparedMosaic
 
         prepared = det.prepare(frame)
         if isinstance(prepared, PreparedMosaic):

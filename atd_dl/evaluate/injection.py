@@ -34,7 +34,7 @@ __all__ = [
     "completeness_table",
     "flux_for_snr",
     "free_positions",
-    "inject_stars",
+    "inject_moffat_stars",
     "injection_recovery",
     "level_at_completeness",
 ]
@@ -214,7 +214,7 @@ def free_positions(
     return np.asarray(kept).reshape(-1, 2)
 
 
-def inject_stars(
+def inject_moffat_stars(
     data: np.ndarray,
     x: np.ndarray,
     y: np.ndarray,
@@ -228,10 +228,12 @@ def inject_stars(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(data + stars, f3_e)``: Moffat stars of total ``flux_e`` (e-) added in ADU.
 
-    ``data`` [ny, nx] in ADU is not modified. With ``poisson`` the stars' photon noise is
-    drawn (``rng``). ``f3_e`` is each star's expected electrons in its 3×3 box.
+    A uniform, round Moffat PSF of ``fwhm`` (px) and ``beta`` over the whole frame; the
+    rendering and photon noise are :func:`atd_dl.sim.psf.inject_stars` (no saturation
+    clip). ``data`` [ny, nx] in ADU is not modified. With ``poisson`` the stars' photon
+    noise is drawn (``rng``). ``f3_e`` is each star's expected electrons in its 3×3 box.
     """
-    from atd_dl.sim.psf import MoffatPSF, add_stars
+    from atd_dl.sim.psf import MoffatPSF, add_stars, inject_stars
 
     psf = MoffatPSF(
         tuple(data.shape),
@@ -241,13 +243,12 @@ def inject_stars(
         ellip_center=0.0,
         ellip_corner=0.0,
     )
-    stars = np.zeros(data.shape, dtype=np.float32)
-    f3 = add_stars(
-        stars, np.asarray(x, float), np.asarray(y, float), np.asarray(flux_e, float), psf
-    )
+    xs, ys, fs = np.asarray(x, float), np.asarray(y, float), np.asarray(flux_e, float)
     if poisson:
         rng = rng or np.random.default_rng()
-        stars = rng.poisson(np.clip(stars, 0, None)).astype(np.float32)
+        return inject_stars(data, xs, ys, fs, psf, gain=gain, rng=rng, saturate=None)
+    stars = np.zeros(data.shape, dtype=np.float32)
+    f3 = add_stars(stars, xs, ys, fs, psf)
     out = np.asarray(data, dtype=np.float32) + stars / np.float32(gain)
     return out, f3
 
@@ -331,7 +332,9 @@ def injection_recovery(
         sigma_e = rms[iy, ix].astype(float) * gain
         target = np.exp(rng.uniform(np.log(snr_range[0]), np.log(snr_range[1]), len(xy)))
         flux = flux_for_snr(target, sigma_e, box_fraction)
-        injected, f3 = inject_stars(data, xy[:, 0], xy[:, 1], flux, gain=gain, fwhm=fwhm, rng=rng)
+        injected, f3 = inject_moffat_stars(
+            data, xy[:, 0], xy[:, 1], flux, gain=gain, fwhm=fwhm, rng=rng
+        )
         snr = f3 / np.sqrt(f3 + 9.0 * sigma_e**2)
         new_frame = _with_data(frame, injected)
         for k, v in (
@@ -410,7 +413,7 @@ def _estimate_fwhm(
     data: np.ndarray, background: np.ndarray, rms: np.ndarray, bad: np.ndarray
 ) -> float:
     """PSF FWHM (px) from second moments of bright unsaturated peaks; 2 px if none found."""
-    from atd_dl.detect.centroid import estimate_fwhm
+    from atd_dl.detect.centroid import median_moment_fwhm
 
     sub = np.where(bad, 0.0, data - background).astype(np.float32)
     peaks = (sub == ndimage.maximum_filter(sub, size=9)) & (sub > 20.0 * rms)
@@ -420,4 +423,4 @@ def _estimate_fwhm(
     if order.size < 5:
         log.warning("injection: too few bright stars to measure the FWHM; assuming 2.0 px")
         return 2.0
-    return float(estimate_fwhm(sub, ix[order], iy[order]))
+    return float(median_moment_fwhm(sub, ix[order], iy[order]))

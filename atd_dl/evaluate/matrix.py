@@ -70,7 +70,7 @@ __all__ = [
     "model_cache_key",
     "operating_metrics",
     "parse_cells",
-    "render_markdown",
+    "render_matrix_markdown",
     "simulate_argv",
     "tune_on_validation",
     "winner",
@@ -849,7 +849,7 @@ def _table(
     return lines
 
 
-def render_markdown(matrix: Mapping[str, Any]) -> str:
+def render_matrix_markdown(matrix: Mapping[str, Any]) -> str:
     """The matrix as markdown: one table per metric (rows = cells, columns = methods)."""
     cells = [c for c in matrix["cells"].values() if c.get("methods")]
     columns: list[str] = []

@@ -2,7 +2,7 @@
 the generator, with the false-alarm rate on source-free frames as a constraint.
 
 :func:`noise_frame` makes source-free frames (Gaussian or Poisson noise, with a bias
-level); :func:`sweep` runs a detector once per frame (the probability map) and the
+level); :func:`sweep_thresholds` runs a detector once per frame (the probability map) and the
 post-processing at every threshold; :func:`choose_threshold` picks the threshold with the
 best pooled strict F1 among those whose false-alarm rate on the noise frames stays below
 a limit (detections per 10^5 px). Used by ``benchmarks/choose_operating_point.py`` to set
@@ -23,7 +23,7 @@ from atd_dl.evaluate.metrics import evaluate_frame
 from atd_dl.evaluate.references import References
 from atd_dl.io.fits_io import Frame
 
-__all__ = ["noise_frame", "array_frame", "SweepRow", "sweep", "choose_threshold"]
+__all__ = ["noise_frame", "array_frame", "SweepRow", "sweep_thresholds", "choose_threshold"]
 
 
 def array_frame(
@@ -91,7 +91,7 @@ def _positions(detector: Any, prepared: Any, prob: np.ndarray, threshold: float)
     return np.column_stack([np.asarray(cat["x"], float), np.asarray(cat["y"], float)])
 
 
-def sweep(
+def sweep_thresholds(
     detector: Any,
     frames: Sequence[Frame],
     references: Sequence[References],

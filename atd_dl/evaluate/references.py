@@ -14,6 +14,7 @@ import numpy as np
 from astropy.table import Table
 
 from atd_dl.errors import InputError
+from atd_dl.io.paths import FITS_SUFFIXES, frame_stem
 
 __all__ = [
     "References",
@@ -28,7 +29,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TABLE_SUFFIXES = (".ecsv", ".csv", ".fits", ".fit", ".fits.gz", ".vot", ".xml", ".txt", ".dat")
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
 
 
 @dataclass
@@ -102,14 +102,15 @@ def detections_xy(
     """Pixel positions [N, 2] (0-based) from a detection table with ``x_col``/``y_col``.
 
     ``one_based=True`` converts FITS/SExtractor-style 1-based positions (``X_IMAGE``).
-    Rows with non-finite positions raise InputError.
+    Rows with NaN/inf positions are dropped and counted in one warning; a table where
+    every row is bad is an InputError (:func:`atd_dl.io.tables.drop_nonfinite_rows`).
     """
+    from atd_dl.io.tables import drop_nonfinite_rows
+
     xc = _column(table, (x_col,), path, "x")
     yc = _column(table, (y_col,), path, "y")
+    table = drop_nonfinite_rows(table, (xc, yc), path, what="rows")
     xy = np.column_stack([np.asarray(table[xc], float), np.asarray(table[yc], float)])
-    if xy.size and not np.all(np.isfinite(xy)):
-        bad = int((~np.isfinite(xy).all(axis=1)).sum())
-        raise InputError(path, f"{bad} rows have non-finite {xc}/{yc}")
     return xy - 1.0 if one_based else xy
 
 
@@ -126,6 +127,11 @@ def references_from_truth(
     never enter G. A table without ``kind`` treats every row as a target; without
     ``in_catalog`` every row counts as catalogued.
     """
+    from atd_dl.io.tables import drop_nonfinite_rows
+
+    table = drop_nonfinite_rows(
+        table, (_column(table, ("x",), path, "x"), _column(table, ("y",), path, "y")), path
+    )
     xy = detections_xy(table, path=path)
     n = len(xy)
     sc = _column(table, (snr_col,) if snr_col else ("snr_true", "snr"), path, "SNR")
@@ -195,14 +201,6 @@ def references_from_catalog(
     )
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suf in sorted(FITS_SUFFIXES + TABLE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suf):
-            return name[: -len(suf)]
-    return path.stem
-
-
 def _find(folder: Path, stem: str) -> Path | None:
     if not folder.is_dir():
         return None
@@ -230,7 +228,7 @@ def load_test_set(folder: str | Path, *, limit: int | None = None) -> list[TestF
         raise InputError(frames_dir, "no FITS frames found")
     out = []
     for p in paths:
-        stem = _stem(p)
+        stem = frame_stem(p, FITS_SUFFIXES + TABLE_SUFFIXES)
         out.append(
             TestFrame(stem, p, _find(folder / "truth", stem), _find(folder / "catalogs", stem))
         )

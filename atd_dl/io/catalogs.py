@@ -218,7 +218,10 @@ def read_reference_catalog(
             epochs = np.full(len(raw), np.nan)
         out["ref_epoch"] = epochs
         out["ref_epoch"].unit = u.yr
-    return out
+    # one NaN-row policy for every table read (atd_dl.io.tables): drop, count, warn
+    from atd_dl.io.tables import drop_nonfinite_rows
+
+    return drop_nonfinite_rows(out, ("ra", "dec"), path, what="catalog rows")
 
 
 def propagate_proper_motion(table: Table, epoch: Time) -> Table:

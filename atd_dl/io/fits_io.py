@@ -42,6 +42,7 @@ __all__ = [
     "write_raw_uint16",
     "provenance_cards",
     "strip_wcs_keywords",
+    "wcs_problem",
 ]
 
 log = logging.getLogger(__name__)
@@ -280,20 +281,86 @@ def _pick_hdu(path: Path, hdul: fits.HDUList, hdu: int | str | None) -> int:
     raise InputError(path, f"hdu must be an index or a name, not {hdu!r}")
 
 
-def _celestial_wcs(header: fits.Header, hdul: fits.HDUList) -> WCS | None:
+_WCS_NUMERIC_RE = re.compile(r"^(CRVAL\d|CRPIX\d|CDELT\d|CD\d_\d|PC\d_\d|CROTA\d)$")
+_CELESTIAL_CTYPE_RE = re.compile(r"^(RA|DEC|GLON|GLAT|ELON|ELAT|SLON|SLAT|HLON|HLAT)")
+
+
+def wcs_problem(header: fits.Header, wcs: WCS | None = None) -> str | None:
+    """Why the celestial WCS of ``header`` is unusable (``None``: usable or absent).
+
+    Checked: numeric and finite ``CRVALi``/``CRPIXi``/``CDELTi``/``CDi_j``/``PCi_j``/
+    ``CROTAi``; a known celestial ``CTYPE`` pair; a finite, non-singular pixel-scale
+    matrix; a finite sky position at the reference pixel.
+    """
+    for card in header.cards:
+        key = card.keyword
+        if _WCS_NUMERIC_RE.match(key):
+            value = card.value
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return f"{key} = {value!r} is not a number"
+            if not math.isfinite(float(value)):
+                return f"{key} = {value!r} is not finite"
+    ctypes = [str(header.get(f"CTYPE{i}", "")).strip().upper() for i in (1, 2)]
+    for kind in ("CD", "PC"):
+        keys = [f"{kind}{i}_{j}" for i in (1, 2) for j in (1, 2)]
+        if any(k in header for k in keys):
+            default = 0.0 if kind == "CD" else None
+            vals = [header.get(k, default) for k in keys]
+            vals = [(1.0 if k[-3] == k[-1] else 0.0) if v is None else v for k, v in zip(keys, vals)]
+            m = np.asarray(vals, dtype=float).reshape(2, 2)
+            if not np.any(m) or abs(float(np.linalg.det(m))) <= (1e-12 * np.max(np.abs(m))) ** 2:
+                return f"the {kind} matrix is zero or singular"
+    if wcs is None:
+        if any(_CELESTIAL_CTYPE_RE.match(c) for c in ctypes):
+            return f"CTYPE1/2 = {ctypes[0]!r}/{ctypes[1]!r} is not a known celestial projection"
+        return None
+    try:
+        matrix = np.asarray(wcs.pixel_scale_matrix, dtype=float)
+    except Exception as err:  # noqa: BLE001 - astropy raises many types for broken WCS
+        return f"cannot compute the pixel scale ({type(err).__name__})"
+    if matrix.shape != (2, 2) or not np.all(np.isfinite(matrix)):
+        return "the CD/PC matrix is not finite"
+    det = float(np.linalg.det(matrix))
+    scale = float(np.max(np.abs(matrix)))
+    if scale == 0.0 or not np.isfinite(det) or abs(det) <= (1e-12 * scale) ** 2:
+        return "the CD/PC matrix is zero or singular"
+    try:
+        crpix = np.asarray(wcs.wcs.crpix, dtype=float) - 1.0
+        sky = np.asarray(wcs.all_pix2world(crpix[None, :], 0), dtype=float)
+    except Exception as err:  # noqa: BLE001
+        return f"cannot map pixels to the sky ({type(err).__name__})"
+    if not np.all(np.isfinite(sky)):
+        return "the reference pixel maps to a non-finite sky position"
+    return None
+
+
+def _celestial_wcs(
+    header: fits.Header, hdul: fits.HDUList, path: str | Path | None = None
+) -> WCS | None:
+    """The celestial WCS of ``header``, or None. A broken WCS (see :func:`wcs_problem`)
+    gives one warning naming the file and the cause, and None (pixel-only catalog)."""
+    name = path if path is not None else "frame"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         warnings.simplefilter("ignore", AstropyWarning)
+        wcs: WCS | None
         try:
             wcs = WCS(header, fobj=hdul, relax=True)
         except Exception as err:  # astropy raises many types for broken WCS headers
-            log.warning(
-                "ignoring unreadable WCS: %s", str(err).splitlines()[0] if str(err) else err
+            cause = wcs_problem(header) or (
+                str(err).splitlines()[0] if str(err) else type(err).__name__
             )
+            if "wcs_types" in cause or "CTYPE" in cause.upper():
+                ctypes = [str(header.get(f"CTYPE{i}", "")) for i in (1, 2)]
+                cause = f"unknown CTYPE1/2 = {ctypes[0]!r}/{ctypes[1]!r}"
+            log.warning("%s: invalid WCS (%s); treated as having no WCS", name, cause)
             return None
-        if not wcs.has_celestial:
-            return None
-        return wcs.celestial
+        wcs = wcs.celestial if wcs.has_celestial else None
+        problem = wcs_problem(header, wcs)
+    if problem is not None:
+        log.warning("%s: invalid WCS (%s); treated as having no WCS", name, problem)
+        return None
+    return wcs
 
 
 def _saturation_from_storage(raw_header: fits.Header) -> float | None:
@@ -478,11 +545,11 @@ def read_frame(
             if section is not None:
                 origin = (int(section[1].start), int(section[0].start))
                 data = np.ascontiguousarray(data[section])
-            wcs = _celestial_wcs(chosen.header, hdul)
+            wcs = _celestial_wcs(chosen.header, hdul, path)
             if wcs is not None and section is not None:
                 wcs = wcs.slice(section)
             if wcs is None and index != 0:
-                wcs = _celestial_wcs(hdul[0].header, hdul)
+                wcs = _celestial_wcs(hdul[0].header, hdul, path)
                 if wcs is not None and _image_count(hdul) > 1:
                     wcs = _remap_wcs(wcs, chosen.header, *origin)
     if wcs is not None:

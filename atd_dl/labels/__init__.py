@@ -6,7 +6,7 @@ aperture SNR (Eqs. 8–11); :mod:`~atd_dl.labels.overlay` draws the Fig. 5-style
 """
 
 from atd_dl.labels.anchor import REASONS, LabelConfig, LabelResult, make_labels
-from atd_dl.labels.psf import estimate_fwhm, select_psf_stars
+from atd_dl.labels.psf import median_prf_fwhm, select_psf_stars
 from atd_dl.labels.segment import Segmentation, segment_threshold
 from atd_dl.labels.snr import ApertureSNR, aperture_snr, blob_snr, box_snr, snr_from_counts
 
@@ -19,7 +19,7 @@ __all__ = [
     "aperture_snr",
     "blob_snr",
     "box_snr",
-    "estimate_fwhm",
+    "median_prf_fwhm",
     "make_labels",
     "segment_threshold",
     "select_psf_stars",

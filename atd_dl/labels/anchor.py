@@ -397,7 +397,7 @@ def _psf_fwhm(
     """PSF FWHM for trimming: configured, else fitted on bright isolated kept stars."""
     if cfg.psf_fwhm is not None:
         return float(cfg.psf_fwhm)
-    from atd_dl.labels.psf import estimate_fwhm, select_psf_stars
+    from atd_dl.labels.psf import median_prf_fwhm, select_psf_stars
 
     ok = kidx[n_sat[kidx] == 0]
     pick = select_psf_stars(
@@ -412,7 +412,7 @@ def _psf_fwhm(
     )  # isolated from every detectable (kept) source; undetectable neighbours do not matter
     fwhm = float("nan")
     if len(pick) >= 3:
-        fwhm = estimate_fwhm(data - background, x[ok][pick], y[ok][pick])
+        fwhm = median_prf_fwhm(data - background, x[ok][pick], y[ok][pick])
     return fwhm if np.isfinite(fwhm) else float(cfg.fallback_fwhm)
 
 

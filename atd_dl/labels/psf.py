@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["select_psf_stars", "estimate_fwhm"]
+__all__ = ["select_psf_stars", "median_prf_fwhm"]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def select_psf_stars(
     return idx[np.argsort(-snr[idx])][:max_stars]
 
 
-def estimate_fwhm(
+def median_prf_fwhm(
     image: np.ndarray,
     x: np.ndarray,
     y: np.ndarray,

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atd_dl.binaries.report import classification_report, write_report
+from atd_dl.binaries.report import classification_report, write_classification_report
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class BinaryClassifierModule(L.LightningModule):
             sub = dm.subsets["test"]
             if len(sub) == len(y):
                 table = sub.table
-        self.test_report = write_report(
+        self.test_report = write_classification_report(
             folder, y, p, threshold=thr, table=table, title="Held-out test set"
         )
         self.test_report["p_binary"] = p.tolist()

@@ -7,7 +7,8 @@ optional ``aux/<stem>.npz`` (``rms`` normalised background RMS, ``bad`` mask) an
 ``manifest.csv`` (``stem`` and ``split`` ∈ {train, val, test}).
 
 A sample is a dict: ``image`` float32 [C, H, W] (C = 1 for ``input_mode="image"``,
-3 for ``"noise_aware"``: image/255, clipped normalised RMS, bad-pixel mask),
+3 for ``"noise_aware"``: image/255, clipped normalised RMS, bad-pixel mask; 2 for
+``"sigma"``: the significance planes of ``sigma/<stem>.npz``),
 ``mask`` float32 [1, H, W] (0/1), ``points`` float32 [N, 2] (x, y) and ``stem``.
 
 Augmentation respects the sky: only the eight symmetries of the pixel grid
@@ -28,44 +29,25 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from atd_dl.data.manifest import read_manifest_rows
 from atd_dl.errors import InputError
+from atd_dl.prep.network_input import zscale_planes
 
 __all__ = [
     "StarFieldDataset",
     "StarFieldDataModule",
-    "read_manifest",
     "read_points",
     "read_image",
     "transform_points",
     "collate_samples",
     "sample_loader",
     "INPUT_MODES",
-    "RMS_CLIP",
 ]
 
-INPUT_MODES = {"image": 1, "noise_aware": 3}
-# normalised background RMS (rms / median rms) is clipped to [0, RMS_CLIP]
-RMS_CLIP = 5.0
+# image / noise_aware: the ZScale PNG (+ aux/ planes); sigma: sigma/<stem>.npz, the
+# significance planes of atd_dl.prep.network_input (atd-dl prep --input-kind sigma_asinh+bad)
+INPUT_MODES = {"image": 1, "noise_aware": 3, "sigma": 2}
 SPLITS = ("train", "val", "test")
-
-
-def read_manifest(data_dir: str | Path) -> list[dict[str, str]]:
-    """Rows of ``<data_dir>/manifest.csv`` (needs columns ``stem`` and ``split``)."""
-    path = Path(data_dir) / "manifest.csv"
-    if not Path(data_dir).is_dir():
-        raise InputError(data_dir, "dataset folder not found")
-    if not path.is_file():
-        raise InputError(path, "manifest.csv not found (is this an `atd-dl prep` dataset folder?)")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"stem", "split"} - set(reader.fieldnames or [])
-        if missing:
-            raise InputError(path, f"missing column(s) {', '.join(sorted(missing))}")
-        rows = list(reader)
-    bad = sorted({r["split"] for r in rows} - set(SPLITS))
-    if bad:
-        raise InputError(path, f"unknown split value(s) {', '.join(bad)}; expected train/val/test")
-    return rows
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -80,6 +62,27 @@ def read_image(path: Path) -> np.ndarray:
     if img.dtype == np.uint16:
         return img.astype(np.float32) / 65535.0
     raise InputError(path, f"unsupported PNG dtype {img.dtype}")
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete PNG (no signature, no final IEND chunk: truncated),
+    or None; reads 20 bytes, so every patch of a dataset is checked before training."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            size = fh.seek(0, 2)
+            fh.seek(max(size - 12, 0))
+            tail = fh.read(12)
+    except OSError as err:
+        return f"cannot read ({err.strerror or err})"
+    if head != _PNG_SIGNATURE:
+        return "not a PNG file"
+    if size < 8 + 12 or tail[4:8] != b"IEND":
+        return f"truncated PNG ({size} bytes, no final IEND chunk)"
+    return None
 
 
 def read_points(path: Path) -> np.ndarray:
@@ -128,6 +131,7 @@ class StarFieldDataset(Dataset):
         input_mode: str = "image",
         augment: bool = False,
         crop_size: int | None = None,
+        samples_per_epoch: int | None = None,
     ) -> None:
         if input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode must be one of {sorted(INPUT_MODES)}, got {input_mode!r}")
@@ -136,22 +140,38 @@ class StarFieldDataset(Dataset):
         self.input_mode = input_mode
         self.augment = augment
         self.crop_size = crop_size
+        self.samples_per_epoch = samples_per_epoch
         for stem in self.stems:  # fail early, before hours of training
             for sub, ext in (("images", "png"), ("masks", "png"), ("points", "csv")):
                 p = self.root / sub / f"{stem}.{ext}"
                 if not p.is_file():
                     raise InputError(p, f"missing (listed in manifest.csv as {stem!r})")
+                if ext == "png" and (problem := png_problem(p)):
+                    raise InputError(p, problem)
             if input_mode == "noise_aware" and not (self.root / "aux" / f"{stem}.npz").is_file():
                 raise InputError(
                     self.root / "aux" / f"{stem}.npz", "missing (needed for noise_aware input)"
                 )
+            if input_mode == "sigma" and not (self.root / "sigma" / f"{stem}.npz").is_file():
+                raise InputError(
+                    self.root / "sigma" / f"{stem}.npz",
+                    "missing: the sigma input needs a dataset prepared with "
+                    "`atd-dl prep --input-kind sigma_asinh+bad`",
+                )
 
     def __len__(self) -> int:
-        return len(self.stems)
+        return max(len(self.stems), int(self.samples_per_epoch or 0))
 
     def _planes(self, stem: str) -> np.ndarray:
+        if self.input_mode == "sigma":
+            path = self.root / "sigma" / f"{stem}.npz"
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    return np.asarray(z["planes"], dtype=np.float32)
+            except (KeyError, ValueError, OSError, EOFError) as err:
+                raise InputError(path, f"cannot read the sigma planes ({err})") from None
         image = read_image(self.root / "images" / f"{stem}.png")
-        planes = [image]
+        rms = bad = None
         if self.input_mode == "noise_aware":
             path = self.root / "aux" / f"{stem}.npz"
             try:
@@ -162,14 +182,11 @@ class StarFieldDataset(Dataset):
                 raise InputError(path, f"cannot read rms/bad planes ({err})") from None
             if rms.shape != image.shape or bad.shape != image.shape:
                 raise InputError(path, f"aux planes {rms.shape} do not match image {image.shape}")
-            planes += [
-                np.clip(np.nan_to_num(rms, nan=RMS_CLIP), 0.0, RMS_CLIP),
-                bad.astype(np.float32),
-            ]
-        return np.stack(planes)
+        channels = INPUT_MODES[self.input_mode]
+        return zscale_planes(image, channels=channels, norm_rms=rms, bad=bad)
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
-        stem = self.stems[idx]
+        stem = self.stems[idx % len(self.stems)]
         image = self._planes(stem)
         mpath = self.root / "masks" / f"{stem}.png"
         mask = cv2.imread(str(mpath), cv2.IMREAD_UNCHANGED)
@@ -251,7 +268,9 @@ class StarFieldDataModule(L.LightningDataModule):
 
     ``crop_size`` crops training patches at random positions (validation and
     test always use full patches); ``augment`` applies grid symmetries to training
-    patches only.
+    patches only. ``samples_per_epoch`` makes a training epoch at least that many
+    samples (patches drawn again, each with its own crop and symmetry), so a dataset of a
+    few frames still gives enough optimiser steps per epoch.
     """
 
     def __init__(
@@ -264,6 +283,7 @@ class StarFieldDataModule(L.LightningDataModule):
         augment: bool = True,
         pin_memory: bool = True,
         val_batch_size: int | None = None,
+        samples_per_epoch: int | None = None,
     ) -> None:
         super().__init__()
         if input_mode not in INPUT_MODES:
@@ -277,16 +297,17 @@ class StarFieldDataModule(L.LightningDataModule):
         self.input_mode = input_mode
         self.augment = augment
         self.pin_memory = pin_memory
+        self.samples_per_epoch = samples_per_epoch
         self.datasets: dict[str, StarFieldDataset] = {}
 
     @property
     def num_channels(self) -> int:
-        """Input channels the network must accept (1 or 3)."""
+        """Input channels the network must accept (1, 2 or 3)."""
         return INPUT_MODES[self.input_mode]
 
     def stems(self, split: str) -> list[str]:
         """Stems of ``split`` in manifest order."""
-        return [r["stem"] for r in read_manifest(self.data_dir) if r["split"] == split]
+        return [r["stem"] for r in read_manifest_rows(self.data_dir) if r["split"] == split]
 
     def _dataset(self, split: str) -> StarFieldDataset:
         if split not in self.datasets:
@@ -302,6 +323,7 @@ class StarFieldDataModule(L.LightningDataModule):
                 input_mode=self.input_mode,
                 augment=self.augment and train,
                 crop_size=self.crop_size if train else None,
+                samples_per_epoch=self.samples_per_epoch if train else None,
             )
         return self.datasets[split]
 

@@ -26,16 +26,10 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
+from atd_dl.detect.batch import RunSummary, _now, _problem, expand_inputs, unique_stems
+from atd_dl.detect.catalog_io import OutputConfig
 from atd_dl.detect.inference import model_input
-from atd_dl.detect.pipeline import (
-    Detector,
-    OutputConfig,
-    RunSummary,
-    _now,
-    _problem,
-    expand_inputs,
-    unique_stems,
-)
+from atd_dl.detect.pipeline import Detector
 from atd_dl.models.inference import logits_to_prob
 from atd_dl.prep.partition import Tiler
 

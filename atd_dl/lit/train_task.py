@@ -8,9 +8,11 @@ the validation set; export a model folder; optionally test) and returns
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,8 +148,27 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
     return None
 
 
+def _base_config(base: Any) -> dict[str, Any] | None:
+    """``config.json`` additions of a run started from ``base`` (a BaseModel): its record
+    (name, path, SHA-256), its input kind and its detection settings (``postprocess``)."""
+    if base is None:
+        return None
+    extra: dict[str, Any] = {"base_model": base.record()}
+    if base.input_kind:
+        extra["input"] = base.input_kind
+    if "postprocess" in base.config:
+        extra["postprocess"] = base.config["postprocess"]
+    return extra
+
+
 def _model_card(
-    spec: dict, threshold: float, metrics: dict, cfg: DictConfig, n_train: int, n_val: int
+    spec: dict,
+    threshold: float,
+    metrics: dict,
+    cfg: DictConfig,
+    n_train: int,
+    n_val: int,
+    base: Any = None,
 ) -> str:
     val = metrics.get("val", {})
     kw = spec["kwargs"]
@@ -167,6 +188,11 @@ def _model_card(
         f"- epochs: {metrics.get('epochs', 'n/a')}; loss: {cfg.loss.get('_target_', '').rsplit('.', 1)[-1]};"
         f" optimizer lr {OmegaConf.select(cfg, 'module.optimizer.lr')}",
         f"- checkpoint: `{metrics.get('checkpoint')}`",
+        *(
+            [f"- initialised from `{base.label}` (weights SHA-256 `{base.sha256}`)"]
+            if base is not None
+            else []
+        ),
         f"- atd-dl {atd_dl.__version__}, seed {cfg.get('seed')}",
         "",
         "## Operating point",
@@ -185,7 +211,11 @@ def _model_card(
 
 
 def _export(
-    cfg: DictConfig, trainer: L.Trainer, module: SegmentationModule, datamodule: StarFieldDataModule
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: SegmentationModule,
+    datamodule: StarFieldDataModule,
+    base: Any = None,
 ) -> dict[str, Any]:
     """Best weights → threshold scan on validation → model folder; returns the metrics written."""
     ecfg = cfg.export
@@ -229,8 +259,10 @@ def _export(
         threshold=threshold,
         fingerprint=fp if fp.is_file() else None,
         metrics=metrics,
-        card=_model_card(spec, threshold, metrics, cfg, n_train, n_val),
+        card=_model_card(spec, threshold, metrics, cfg, n_train, n_val, base),
         fp16=bool(ecfg.get("fp16", True)),
+        extra_config=_base_config(base),
+        onnx=bool(ecfg.get("onnx", True)),
     )
     log.info(
         "model folder written to %s (threshold %.3f, val F1 %.4f)", out_dir, threshold, best["f1"]
@@ -274,14 +306,54 @@ def init_weights(net: torch.nn.Module, source: str) -> None:
     log.info("initialised the network from %s", path)
 
 
+#: ``ckpt_path`` values Lightning resolves itself (not files)
+_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
+
+
+def check_before_fit(datamodule: Any, ckpt_path: Any) -> None:
+    """Refuse bad inputs before the trainer starts: every training/validation patch listed
+    and complete (:meth:`setup` of the data module), and ``ckpt_path`` an existing
+    weights-only checkpoint (missing, unreadable or pickled payloads → :class:`InputError`)."""
+    from atd_dl.models.model_folder import load_checkpoint
+
+    if ckpt_path is not None and str(ckpt_path) not in _CKPT_KEYWORDS:
+        load_checkpoint(str(ckpt_path))
+    if hasattr(datamodule, "setup"):
+        datamodule.setup("fit")
+
+
+@contextlib.contextmanager
+def worker_input_errors() -> Iterator[None]:
+    """An :class:`InputError` raised in a DataLoader worker reaches the main process as a
+    ``RuntimeError("Caught InputError in DataLoader worker ...")`` holding the worker's
+    traceback text: raise it again as the one-line :class:`InputError`."""
+    try:
+        yield
+    except RuntimeError as err:
+        text = str(err)
+        if not text.startswith("Caught InputError"):
+            raise
+        last = [ln for ln in text.splitlines() if ln.strip()][-1]
+        raise InputError(None, last.split("InputError: ", 1)[-1].strip()) from err
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run one training job described by ``cfg`` (the composed ``configs/train.yaml``)."""
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
 
+    from atd_dl.lit.finetune import build_network, freeze_encoder, load_base, resolve_input_mode
+
     log.info("data: %s", cfg.data.get("data_dir"))
-    datamodule: StarFieldDataModule = hydra.utils.instantiate(cfg.data)
-    net = hydra.utils.instantiate(cfg.model)
+    # start from trained weights: model.init (experiment=finetune) or init_from
+    init = OmegaConf.select(cfg, "model.init", default=None) or cfg.get("init_from")
+    base = load_base(str(init)) if init else None
+    data_kwargs: dict[str, Any] = {}
+    mode = cfg.data.get("input_mode")
+    if base is not None or mode == "auto":  # the dataset's input must be the base's
+        data_kwargs["input_mode"] = resolve_input_mode(base, mode)
+    datamodule: StarFieldDataModule = hydra.utils.instantiate(cfg.data, **data_kwargs)
+    net = build_network(cfg.model, base)
     in_ch = get_model_spec(net)["kwargs"].get("in_channels", 1)
     if in_ch != datamodule.num_channels:
         raise InputError(
@@ -289,10 +361,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             f"model.in_channels={in_ch} but data.input_mode={datamodule.input_mode!r} gives "
             f"{datamodule.num_channels} channel(s); set model.in_channels={datamodule.num_channels}",
         )
-    if cfg.get("init_from"):
-        init_weights(net, str(cfg.init_from))
+    if base is not None:
+        init_weights(net, str(base.path))
+    if OmegaConf.select(cfg, "model.freeze_encoder", default=False):
+        freeze_encoder(net)
     loss = hydra.utils.instantiate(cfg.loss)
     module: SegmentationModule = hydra.utils.instantiate(cfg.module, net=net, loss=loss)
+    if cfg.get("train", True):  # bad data or checkpoint: fail now, not after the first epoch
+        check_before_fit(datamodule, cfg.get("ckpt_path"))
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(
@@ -312,16 +388,17 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     _log_hyperparameters(cfg, net, loggers)
 
     if cfg.get("train", True):
-        trainer.fit(
-            module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
-        )
+        with worker_input_errors():
+            trainer.fit(
+                module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
+            )
     metric_dict: dict[str, Any] = {
         k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1
     }
 
     export_cfg = cfg.get("export")
     if export_cfg is not None and export_cfg.get("enabled", True) and trainer.is_global_zero:
-        exported = _export(cfg, trainer, module, datamodule)
+        exported = _export(cfg, trainer, module, datamodule, base)
         metric_dict["val/threshold"] = exported["val"]["threshold"]
         metric_dict["val/f1_tuned"] = exported["val"]["f1"]
         module.det_threshold = exported["val"]["threshold"]
@@ -334,7 +411,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             log.warning("no test split in %s; skipping test", cfg.data.data_dir)
         else:
             ckpt = _best_checkpoint(trainer)
-            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+            with worker_input_errors():
+                trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
             metric_dict.update(
                 {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
             )

@@ -2,9 +2,28 @@
 
 >>> from atd_dl.models import build_model, list_models
 >>> net = build_model("atd_unet", base_width=16)
+
+Names are imported on first use, so ``atd_dl.models.model_folder`` can read a model
+folder's metadata without importing torch.
 """
 
-from atd_dl.models.inference import logits_to_prob, predict_proba
-from atd_dl.models.registry import build_model, list_models, register_model
+from __future__ import annotations
 
-__all__ = ["build_model", "list_models", "register_model", "predict_proba", "logits_to_prob"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "build_model": "atd_dl.models.registry",
+    "list_models": "atd_dl.models.registry",
+    "register_model": "atd_dl.models.registry",
+    "predict_proba": "atd_dl.models.inference",
+    "logits_to_prob": "atd_dl.models.inference",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'atd_dl.models' has no attribute {name!r}")

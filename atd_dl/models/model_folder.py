@@ -20,15 +20,14 @@ import json
 import pickle
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from atd_dl.errors import InputError
 from atd_dl.io.atomic import atomic_output, atomic_write_text
-from atd_dl.models.registry import build_model
+
+if TYPE_CHECKING:  # torch is imported only where weights are read or written
+    import torch
+    from torch import nn
 
 __all__ = [
     "MODEL_FILES",
@@ -38,6 +37,7 @@ __all__ = [
     "shipped_models",
     "resolve_model_dir",
     "save_model_folder",
+    "read_model_meta",
     "load_model_folder",
     "load_checkpoint",
     "load_checkpoint_weights",
@@ -151,14 +151,19 @@ def save_model_folder(
     card: str | None = None,
     fp16: bool = True,
     extra_config: dict | None = None,
+    onnx: bool = False,
 ) -> Path:
     """Write ``model`` and its metadata to the folder ``dir`` (created if needed).
 
     ``name``/``kwargs`` default to ``model.model_spec`` (set by ``build_model``).
     ``fingerprint`` is a dict or the path of a ``fingerprint.json`` to copy.
     ``fp16`` stores floating tensors as float16 (half the size; inference
-    loads them back as float32). Every file is written atomically.
+    loads them back as float32). ``onnx`` also writes ``model.onnx`` (the CPU inference
+    engine's copy of the same weights; about 1 s) when the ``onnx`` package is installed. Every file
+    is written atomically.
     """
+    from safetensors.torch import save_file
+
     if not 0.0 < float(threshold) < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     out = Path(dir)
@@ -186,6 +191,10 @@ def save_model_folder(
     atomic_write_text(
         out / "MODEL_CARD.md", card or _default_card(name, kw, float(threshold), metrics)
     )
+    if onnx:
+        from atd_dl.detect.onnx_engine import export_onnx
+
+        export_onnx(model, out)
     return out
 
 
@@ -198,14 +207,12 @@ def _read_json(path: Path) -> Any:
         raise InputError(path, f"not valid JSON ({err.msg} at line {err.lineno})") from None
 
 
-def load_model_folder(
-    dir: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict]:
-    """Load a model folder; returns ``(model in eval mode, float32, meta)``.
+def read_model_meta(dir: str | Path) -> dict:
+    """The facts of a model folder without loading its weights (no torch import).
 
-    ``meta`` holds ``name``, ``kwargs``, ``input``, ``threshold``, ``config``,
-    ``fingerprint``, ``metrics`` (None when absent) and ``path``.
-    Missing or malformed files raise :class:`InputError`.
+    Returns ``name``, ``kwargs``, ``input``, ``threshold``, ``config``, ``fingerprint``,
+    ``metrics`` (None when absent) and ``path``. Missing or malformed files raise
+    :class:`InputError`.
     """
     folder = Path(dir)
     if not folder.is_dir():
@@ -221,6 +228,36 @@ def load_model_folder(
         threshold = float(thresholds["prob_threshold"])
     except (KeyError, TypeError, ValueError):
         raise InputError(folder / "thresholds.json", "no numeric 'prob_threshold'") from None
+    optional = {}
+    for key in ("fingerprint", "metrics"):
+        p = folder / f"{key}.json"
+        optional[key] = _read_json(p) if p.is_file() else None
+    kwargs = config.get("kwargs", {})
+    return {
+        "name": config["name"],
+        "kwargs": kwargs,
+        "input": config.get("input", input_kind(kwargs.get("in_channels", 1))),
+        "threshold": threshold,
+        "config": config,
+        **optional,
+        "path": folder,
+    }
+
+
+def load_model_folder(
+    dir: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict]:
+    """Load a model folder; returns ``(model in eval mode, float32, meta)``.
+
+    ``meta`` as from :func:`read_model_meta`. Missing or malformed files raise
+    :class:`InputError`.
+    """
+    from safetensors.torch import load_file
+
+    from atd_dl.models.registry import build_model
+
+    meta = read_model_meta(dir)
+    folder, config = meta["path"], meta["config"]
     try:
         model = build_model(config["name"], **config.get("kwargs", {}))
     except (KeyError, TypeError) as err:
@@ -239,19 +276,6 @@ def load_model_folder(
             folder / WEIGHTS, f"weights do not fit {config['name']}: {first}"
         ) from None
     model.to(map_location).eval()
-    optional = {}
-    for key in ("fingerprint", "metrics"):
-        p = folder / f"{key}.json"
-        optional[key] = _read_json(p) if p.is_file() else None
-    meta = {
-        "name": config["name"],
-        "kwargs": config.get("kwargs", {}),
-        "input": config.get("input", input_kind(config.get("kwargs", {}).get("in_channels", 1))),
-        "threshold": threshold,
-        "config": config,
-        **optional,
-        "path": folder,
-    }
     return model, meta
 
 
@@ -261,9 +285,15 @@ def load_checkpoint(path: str | Path) -> dict:
     A checkpoint that carries any other pickled object is refused with
     :class:`InputError` instead of executing its pickle code.
     """
+    import torch
+
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "checkpoint not found")
+    with p.open("rb") as fh:  # torch.save writes a zip archive (or, legacy, a pickle)
+        head = fh.read(4)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):
+        raise InputError(p, "not a torch checkpoint (neither a zip archive nor a pickle)")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -290,6 +320,8 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _weights(ckpt: dict, path: str | Path) -> dict[str, torch.Tensor]:
+    import torch
+
     state = ckpt.get("state_dict", ckpt)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(path, "no state_dict of tensors in checkpoint")
@@ -324,6 +356,8 @@ def export_model_folder(
     The network name and kwargs are read from the checkpoint's hyper-parameters
     (``model_spec``) unless given.
     """
+    from atd_dl.models.registry import build_model
+
     data = load_checkpoint(ckpt)
     ck_name, ck_kwargs = checkpoint_model_spec(data)
     name = name or ck_name

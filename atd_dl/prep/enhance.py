@@ -34,7 +34,6 @@ from typing import NamedTuple
 
 import numpy as np
 from astropy.stats import SigmaClip
-from astropy.visualization import ZScaleInterval
 from photutils.background import Background2D, MADStdBackgroundRMS, MedianBackground
 
 from atd_dl.errors import InputError
@@ -258,6 +257,8 @@ def zscale_stretch(
     valid = _valid_pixels(img, mask)
     if not valid.any():
         raise InputError(source, "no unmasked finite pixels: cannot compute ZScale limits")
+    from astropy.visualization import ZScaleInterval  # imports matplotlib: only when used
+
     interval = ZScaleInterval(n_samples=n_samples, contrast=contrast)
     vmin, vmax = interval.get_limits(img[valid])
     vmin, vmax = float(vmin), float(vmax)

@@ -3,7 +3,9 @@
 One function, :func:`significance_planes`, builds the input of ``sigma`` models for both
 training (``atd_dl.sim.randomized``) and detection (``atd_dl.detect``), so the two cannot
 drift apart. The paper's ZScale 8-bit input (``zscale8``) stays available for the paper
-experiments; see ``docs/models.md`` "Input representations".
+experiments; see ``docs/models.md`` "Input representations". Its noise-aware planes come
+from :func:`normalised_rms` (used by ``atd-dl prep`` for the ``aux/`` files and by
+detection) and :func:`zscale_planes`.
 
 Why: a ZScale stretch maps whatever range a frame has onto 0-255, so pure noise fills the
 range and noise peaks look like the faint stars of a crowded frame. Dividing by the local
@@ -36,7 +38,14 @@ __all__ = [
     "SignificanceInput",
     "significance_planes",
     "frame_significance",
+    "RMS_CLIP",
+    "normalised_rms",
+    "zscale_planes",
 ]
+
+#: the normalised background RMS plane of noise-aware ZScale models is clipped to
+#: ``[0, RMS_CLIP]``; unusable (non-finite or non-positive) RMS values read RMS_CLIP
+RMS_CLIP = 5.0
 
 #: z (sigma) where asinh compression starts to bend
 SIGMA_SOFTENING = 3.0
@@ -111,3 +120,52 @@ def frame_significance(
     bad = None if mask is None else np.asarray(mask, dtype=bool)
     planes = significance_planes(subtracted, rms, bad, saturated)
     return SignificanceInput(planes, background, rms, subtracted, notes)
+
+
+def normalised_rms(rms: np.ndarray, bad: np.ndarray | None = None) -> np.ndarray:
+    """Background RMS divided by its median over usable pixels, float32 ``[ny, nx]``.
+
+    ``rms`` in any unit (ADU); ``bad`` True = unusable pixel (left out of the median).
+    Non-finite or non-positive RMS values read :data:`RMS_CLIP`; the result is clipped
+    to ``[0, RMS_CLIP]`` (dimensionless). The second plane of noise-aware ZScale models,
+    written by ``atd-dl prep`` to ``aux/<stem>.npz`` and rebuilt by detection.
+    """
+    noise = np.asarray(rms, dtype=np.float32)
+    b = np.zeros(noise.shape, bool) if bad is None else np.asarray(bad, dtype=bool)
+    ok = np.isfinite(noise) & (noise > 0)
+    ref = ok & ~b
+    med = np.float32(np.median(noise[ref])) if ref.any() else np.float32(1.0)
+    norm = np.where(ok, noise / med, np.float32(RMS_CLIP))
+    return np.clip(norm, 0.0, RMS_CLIP).astype(np.float32)
+
+
+def zscale_planes(
+    image8: np.ndarray,
+    *,
+    channels: int = 1,
+    norm_rms: np.ndarray | None = None,
+    bad: np.ndarray | None = None,
+) -> np.ndarray:
+    """Network input ``[C, ny, nx]`` float32 of ZScale (paper) models.
+
+    Plane 0 is the ZScale-stretched frame scaled to ``[0, 1]``: ``image8 / 255`` for
+    uint8 (``/ 65535`` for uint16; a float image is taken as already scaled); ``channels=3`` (the
+    noise-aware input) adds ``norm_rms`` (from :func:`normalised_rms`; non-finite values
+    read :data:`RMS_CLIP`, clipped to ``[0, RMS_CLIP]``) and the bad-pixel plane
+    (1 = unusable). Training (``StarFieldDataset``) and detection both call this.
+    """
+    img = np.asarray(image8)
+    if np.issubdtype(img.dtype, np.integer):
+        scale = np.float32(65535.0 if img.dtype == np.uint16 else 255.0)
+        planes = [img.astype(np.float32) / scale]
+    else:
+        planes = [img.astype(np.float32, copy=False)]
+    if channels >= 3:
+        if norm_rms is None:
+            raise ValueError("a noise-aware model needs the normalised background rms map")
+        rms = np.nan_to_num(np.asarray(norm_rms, dtype=np.float32), nan=RMS_CLIP)
+        b = np.zeros(rms.shape, bool) if bad is None else np.asarray(bad, dtype=bool)
+        planes += [np.clip(rms, 0.0, RMS_CLIP).astype(np.float32), b.astype(np.float32)]
+    if len(planes) != channels:
+        raise ValueError(f"cannot build a {channels}-channel input (known: 1 or 3)")
+    return np.stack(planes)

@@ -106,17 +106,18 @@ def _axis_owners(starts: list[int], length: int, tile: int) -> list[tuple[int, i
 
 
 class Tiler:
-    """Overlapping square tiles covering a whole frame, and their seam-free inverse.
+    """Overlapping tiles covering a whole frame, and their seam-free inverse.
 
-    ``Tiler(shape, tile=512, overlap=64)``: along each axis tiles are evenly spaced so
+    ``Tiler(shape, tile=512, overlap=64)``: ``tile`` is the side of square tiles or a
+    ``(tile_y, tile_x)`` pair for rectangular ones. Along each axis tiles are evenly spaced so
     neighbours share at least ``overlap`` pixels and the last tile ends at the frame
     edge. An axis shorter than ``tile`` gets one tile, padded at the end (bottom/right)
     with ``pad_mode`` (``"reflect"``, mirror without repeating the edge pixel, default; or
     ``"constant"`` with ``pad_value``). ``boxes`` lists each tile's top-left ``(y0, x0)``
     in row-major order.
 
-    :meth:`split` accepts ``[ny, nx]`` or ``[C, ny, nx]`` and returns ``[N, tile, tile]``
-    or ``[N, C, tile, tile]``; :meth:`stitch` is its inverse: each output pixel comes from
+    :meth:`split` accepts ``[ny, nx]`` or ``[C, ny, nx]`` and returns ``[N, tile_y, tile_x]``
+    or ``[N, C, tile_y, tile_x]``; :meth:`stitch` is its inverse: each output pixel comes from
     the one tile in which it lies farthest from the tile's edges (ties to the earlier
     tile), so ``stitch(split(img)) == img`` exactly.
     """
@@ -124,34 +125,39 @@ class Tiler:
     def __init__(
         self,
         shape: tuple[int, ...],
-        tile: int = 512,
+        tile: int | tuple[int, int] = 512,
         overlap: int = 64,
         *,
         pad_mode: str = "reflect",
         pad_value: float = 0.0,
     ) -> None:
-        if tile < 1:
+        ty, tx = (int(tile[0]), int(tile[1])) if isinstance(tile, tuple | list) else (tile, tile)
+        ty, tx = int(ty), int(tx)
+        if min(ty, tx) < 1:
             raise ValueError(f"tile must be positive, got {tile}")
-        if not 0 <= overlap < tile:
-            raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
         if pad_mode not in ("reflect", "constant"):
             raise ValueError(f"pad_mode must be 'reflect' or 'constant', got {pad_mode!r}")
         self.shape = (int(shape[-2]), int(shape[-1]))
         if self.shape[0] < 1 or self.shape[1] < 1:
             raise ValueError(f"cannot tile an empty frame of shape {self.shape}")
-        self.tile = int(tile)
+        # the overlap matters only along axes that need more than one tile
+        cut = [t for t, n in zip((ty, tx), self.shape, strict=True) if n > t]
+        if overlap < 0 or (cut and overlap >= min(cut)):
+            raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
+        self.tile_shape = (ty, tx)
+        self.tile = ty if ty == tx else (ty, tx)
         self.overlap = int(overlap)
         self.pad_mode = pad_mode
         self.pad_value = pad_value
         ny, nx = self.shape
-        self._y_starts = _axis_starts(ny, self.tile, self.overlap)
-        self._x_starts = _axis_starts(nx, self.tile, self.overlap)
-        self._y_owned = _axis_owners(self._y_starts, ny, self.tile)
-        self._x_owned = _axis_owners(self._x_starts, nx, self.tile)
+        self._y_starts = _axis_starts(ny, ty, self.overlap)
+        self._x_starts = _axis_starts(nx, tx, self.overlap)
+        self._y_owned = _axis_owners(self._y_starts, ny, ty)
+        self._x_owned = _axis_owners(self._x_starts, nx, tx)
         self.boxes: list[tuple[int, int]] = [
             (y0, x0) for y0 in self._y_starts for x0 in self._x_starts
         ]
-        self.padded_shape = (max(ny, self.tile), max(nx, self.tile))
+        self.padded_shape = (max(ny, ty), max(nx, tx))
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -162,7 +168,8 @@ class Tiler:
             f"n_tiles={len(self)})"
         )
 
-    def _pad(self, image: np.ndarray) -> np.ndarray:
+    def pad(self, image: np.ndarray) -> np.ndarray:
+        """``image`` padded at the bottom/right to :attr:`padded_shape` (``pad_mode``)."""
         ny, nx = self.shape
         pad_y, pad_x = self.padded_shape[0] - ny, self.padded_shape[1] - nx
         if pad_y == 0 and pad_x == 0:
@@ -173,34 +180,60 @@ class Tiler:
         return np.pad(image, widths, mode="reflect")
 
     def split(self, image: np.ndarray) -> np.ndarray:
-        """Cut ``image`` (``[ny, nx]`` or ``[C, ny, nx]``) into ``[N, (C,) tile, tile]`` tiles."""
+        """Cut ``image`` (``[ny, nx]`` or ``[C, ny, nx]``) into ``[N, (C,) tile_y, tile_x]`` tiles."""
         image = np.asarray(image)
         if image.ndim not in (2, 3) or tuple(image.shape[-2:]) != self.shape:
             raise ValueError(
                 f"image of shape {image.shape} does not match tiler shape {self.shape} "
                 "(expected [ny, nx] or [C, ny, nx])"
             )
-        padded = self._pad(image)
-        t = self.tile
-        return np.stack([padded[..., y0 : y0 + t, x0 : x0 + t] for y0, x0 in self.boxes])
+        padded = self.pad(image)
+        ty, tx = self.tile_shape
+        return np.stack([padded[..., y0 : y0 + ty, x0 : x0 + tx] for y0, x0 in self.boxes])
 
     def stitch(self, tiles: np.ndarray) -> np.ndarray:
-        """Assemble ``[N, (C,) tile, tile]`` tiles into ``[(C,) ny, nx]`` without seams."""
+        """Assemble ``[N, (C,) tile_y, tile_x]`` tiles into ``[(C,) ny, nx]`` without seams."""
         tiles = np.asarray(tiles)
+        ty, tx = self.tile_shape
         if tiles.ndim not in (3, 4) or tiles.shape[0] != len(self.boxes):
             raise ValueError(
-                f"expected {len(self.boxes)} tiles shaped [N, (C,) {self.tile}, {self.tile}], "
-                f"got {tiles.shape}"
+                f"expected {len(self.boxes)} tiles shaped [N, (C,) {ty}, {tx}], got {tiles.shape}"
             )
-        if tuple(tiles.shape[-2:]) != (self.tile, self.tile):
-            raise ValueError(f"tiles must be {self.tile}x{self.tile}, got {tiles.shape[-2:]}")
+        if tuple(tiles.shape[-2:]) != (ty, tx):
+            raise ValueError(f"tiles must be {ty}x{tx}, got {tiles.shape[-2:]}")
         out = np.empty(tiles.shape[1:-2] + self.shape, dtype=tiles.dtype)
-        n_x = len(self._x_starts)
-        for iy, (ya, yb) in enumerate(self._y_owned):
-            y0 = self._y_starts[iy]
-            for ix, (xa, xb) in enumerate(self._x_owned):
-                x0 = self._x_starts[ix]
-                out[..., ya:yb, xa:xb] = tiles[
-                    iy * n_x + ix, ..., ya - y0 : yb - y0, xa - x0 : xb - x0
-                ]
+        for i in range(len(self.boxes)):
+            self.place(out, i, tiles[i])
         return out
+
+    def place(self, out: np.ndarray, index: int, tile: np.ndarray) -> None:
+        """Copy the pixels that tile ``index`` owns from ``tile`` (``[(C,) tile_y, tile_x]``)
+        into ``out`` (``[(C,) ny, nx]``): :meth:`stitch` one tile at a time."""
+        n_x = len(self._x_starts)
+        iy, ix = divmod(index, n_x)
+        (ya, yb), (xa, xb) = self._y_owned[iy], self._x_owned[ix]
+        y0, x0 = self._y_starts[iy], self._x_starts[ix]
+        out[..., ya:yb, xa:xb] = tile[..., ya - y0 : yb - y0, xa - x0 : xb - x0]
+
+
+def plan_tile_shape(
+    shape: tuple[int, ...], max_tile: int, overlap: int, multiple: int = 16
+) -> tuple[int, int]:
+    """Smallest ``(tile_y, tile_x)`` (multiples of ``multiple``, at most ``max_tile``) whose
+    overlapping tiling covers ``shape``: an axis up to ``max_tile`` long gets one tile (its
+    length rounded up to ``multiple``); a longer one is cut into the fewest tiles of at
+    most ``max_tile`` that share ``overlap`` pixels, all of equal length. A 50 x 4000 frame
+    thus costs about its own pixel count, not that of square tiles."""
+    if max_tile < multiple or max_tile % multiple:
+        raise ValueError(f"max_tile must be a multiple of {multiple}, got {max_tile}")
+    if not 0 <= overlap < max_tile // 2:
+        raise ValueError(f"overlap must be in [0, max_tile/2), got {overlap}")
+
+    def axis(length: int) -> int:
+        if length <= max_tile:
+            return -(-length // multiple) * multiple
+        n = math.ceil((length - overlap) / (max_tile - overlap))
+        side = math.ceil((length + (n - 1) * overlap) / n)
+        return min(max_tile, -(-side // multiple) * multiple)
+
+    return axis(int(shape[-2])), axis(int(shape[-1]))
