@@ -5,8 +5,12 @@ extension of a multi-extension file on its own), run the detector and SExtractor
 same calibrated pixels (the prepared frame's ``data``, overscan trimmed, bad pixels
 masked), SExtractor with a Gaussian filter matched to the measured FWHM. Isolated bright
 unsaturated stars: SExtractor SNR (FLUX_AUTO / FLUXERR_AUTO) > ``--min-snr``, FLAGS 0 and
-FLAGS_WIN 0, our flags 0, no other source of either catalog within ``4 FWHM``, at least
-``4 FWHM`` from the edge, matched within 1 px. Per frame: N, the total RMS
+FLAGS_WIN 0, our flags 0, no other source of either catalog within ``3 FWHM`` (our
+detections with SNR < 10 not counted: on the crowded, nebulous 2MASS tile most of those are
+noise or nebulosity peaks, and at 4 FWHM no star of that tile is left), at least ``3 FWHM``
+from the edge, matched within 1 px. A second selection isolates against SExtractor's
+catalog only (pairs that SExtractor merges and we split stay in: a deblending difference,
+not a centroid one). Per frame: N, the total RMS
 ``sqrt(mean(dx² + dy²))``, the RMS after removing the mean offset, mean and median offset,
 and our FWHM (catalog header) against SExtractor's median FWHM_IMAGE on those stars.
 
@@ -91,12 +95,15 @@ def isolated_pairs(
     fwhm: float,
     *,
     min_snr: float = 50.0,
-    isolation: float = 4.0,
+    isolation: float = 3.0,
     match_radius: float = 1.0,
+    neighbour_snr: float = 10.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(i_ours, j_sex)`` of matched isolated bright unsaturated stars."""
+    """Indices ``(i_ours, j_sex)`` of matched isolated bright unsaturated stars; our
+    detections below ``neighbour_snr`` do not count as neighbours (noise peaks)."""
     xo = np.asarray(cat["x"], float)
     yo = np.asarray(cat["y"], float)
+    real = np.asarray(cat["snr"], float) >= neighbour_snr
     xs = np.asarray(raw["x0"], float)
     ys = np.asarray(raw["y0"], float)
     if len(xo) == 0 or len(xs) == 0:
@@ -109,7 +116,10 @@ def isolated_pairs(
     x0, y0 = origin
     edge = r_iso
     inside = (
-        (xs - x0 >= edge) & (xs - x0 <= nx - 1 - edge) & (ys - y0 >= edge) & (ys - y0 <= ny - 1 - edge)
+        (xs - x0 >= edge)
+        & (xs - x0 <= nx - 1 - edge)
+        & (ys - y0 >= edge)
+        & (ys - y0 <= ny - 1 - edge)
     )
     good_s = (
         (snr_s > min_snr)
@@ -119,6 +129,7 @@ def isolated_pairs(
         & inside
     )
     tree_o = cKDTree(np.column_stack([xo, yo]))
+    tree_n = cKDTree(np.column_stack([xo[real], yo[real]]))
     tree_s = cKDTree(np.column_stack([np.asarray(raw["xi"], float), np.asarray(raw["yi"], float)]))
     pairs_i, pairs_j = [], []
     flags_o = np.asarray(cat["flags"]).astype(np.int64)
@@ -127,7 +138,7 @@ def isolated_pairs(
         if not np.isfinite(d) or d > match_radius or flags_o[i] != 0:
             continue
         # isolation: exactly one source of each catalog within r_iso
-        if len(tree_o.query_ball_point([xs[j], ys[j]], r_iso)) != 1:
+        if len(tree_n.query_ball_point([xs[j], ys[j]], r_iso)) > 1:
             continue
         if len(tree_s.query_ball_point([xs[j], ys[j]], r_iso)) != 1:
             continue
@@ -166,23 +177,52 @@ def frame_files(data: Path) -> list[Path]:
     return [p for p in files if "ldac" not in p.name.lower()]
 
 
-def measure(paths: list[Path], detector: Any = None, **kw: Any) -> list[Agreement]:
-    """:class:`Agreement` of every frame / extension in ``paths``."""
+#: Star selections reported: keyword arguments of :func:`isolated_pairs`
+SELECTIONS: dict[str, dict[str, float]] = {
+    "isolated": {},
+    "sextractor_isolated": {"neighbour_snr": float("inf")},
+}
+
+
+def measure_frames(
+    paths: list[Path],
+    detector: Any = None,
+    selections: dict[str, dict[str, float]] | None = None,
+    **kw: Any,
+) -> dict[str, list[Agreement]]:
+    """:class:`Agreement` of every frame / extension in ``paths``, per selection
+    (default :data:`SELECTIONS`; ``kw`` is added to each)."""
     if detector is None:
         from atd_dl.detect.inference import load_detector
         from atd_dl.detect.pipeline import DetectConfig, Detector
 
         detector = Detector(*load_detector(None), DetectConfig())
-    out = []
+    selections = SELECTIONS if selections is None else selections
+    out: dict[str, list[Agreement]] = {name: [] for name in selections}
     for path in paths:
         for label, prepared in frame_parts(detector, path):
             t0 = time.perf_counter()
             cat = detector.run(prepared).catalog
             raw = sextractor_table(prepared, float(cat.meta.get("fwhm_px", 2.0)))
-            res = agreement(label, cat, raw, prepared, **kw)
-            res.seconds = time.perf_counter() - t0
-            out.append(res)
+            seconds = time.perf_counter() - t0
+            for name, sel in selections.items():
+                res = agreement(label, cat, raw, prepared, **{**sel, **kw})
+                res.seconds = seconds
+                out[name].append(res)
     return out
+
+
+def print_table(rows: list[Agreement]) -> None:
+    """The per-frame table on stdout."""
+    print(
+        f"{'frame':34s} {'N':>4s} {'RMS':>6s} {'RMS-dm':>6s} {'<dx>':>7s} {'<dy>':>7s} "
+        f"{'med|d|':>6s} {'FWHM':>5s} {'FWHMsx':>6s}"
+    )
+    for r in rows:
+        print(
+            f"{r.frame:34s} {r.n:4d} {r.rms:6.3f} {r.rms_demeaned:6.3f} {r.mean_dx:+7.3f} "
+            f"{r.mean_dy:+7.3f} {r.median_offset:6.3f} {r.fwhm_ours:5.2f} {r.fwhm_sex:6.2f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,31 +231,48 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--min-snr", type=float, default=50.0)
     ap.add_argument("--frames", nargs="*", help="file names to restrict to")
+    ap.add_argument(
+        "--window-scale", type=float, help="windowed-centroid window_scale (default: library's)"
+    )
+    ap.add_argument("--min-window-fwhm", type=float, help="windowed-centroid min_window_fwhm (px)")
     args = ap.parse_args(argv)
     logging.disable(logging.WARNING)
+    if args.window_scale is not None or args.min_window_fwhm is not None:
+        # reproduce another window rule, e.g. the fixed 1.5 FWHM window of earlier versions:
+        # --window-scale 1.5 --min-window-fwhm 0
+        import functools
+
+        from atd_dl.detect import centroid
+        from atd_dl.detect import measure as measure_stage
+
+        kw = {}
+        if args.window_scale is not None:
+            kw["window_scale"] = args.window_scale
+        if args.min_window_fwhm is not None:
+            kw["min_window_fwhm"] = args.min_window_fwhm
+        measure_stage.windowed_centroids = functools.partial(centroid.windowed_centroids, **kw)  # type: ignore[assignment]
     paths = frame_files(args.data)
     if args.frames:
         paths = [p for p in paths if p.name in args.frames]
-    rows = measure(paths, min_snr=args.min_snr)
-    head = (
-        f"{'frame':42s} {'N':>4s} {'RMS':>6s} {'RMS-dm':>6s} {'<dx>':>7s} {'<dy>':>7s} "
-        f"{'med|d|':>6s} {'FWHM':>5s} {'FWHMsx':>6s}"
-    )
-    print(head)
-    for r in rows:
-        print(
-            f"{r.frame:42s} {r.n:4d} {r.rms:6.3f} {r.rms_demeaned:6.3f} {r.mean_dx:+7.3f} "
-            f"{r.mean_dy:+7.3f} {r.median_offset:6.3f} {r.fwhm_ours:5.2f} {r.fwhm_sex:6.2f}"
-        )
+    results = measure_frames(paths, min_snr=args.min_snr)
+    for name, rows in results.items():
+        print(f"\n{name}: {SELECTIONS[name] or 'default selection'}")
+        print_table(rows)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         doc = {
             "description": (
                 "ATD-DL centroids vs SExtractor XWIN (matched filter) on isolated bright "
-                f"unsaturated stars (SNR > {args.min_snr:g}, flags 0, no neighbour within "
-                "4 FWHM, matched within 1 px); px, 0-based, ours - SExtractor"
+                f"unsaturated stars (SExtractor SNR > {args.min_snr:g}, flags 0 in both, "
+                "no neighbour within 3 FWHM, matched within 1 px); px, 0-based, "
+                "ours - SExtractor. 'isolated': neighbours from both catalogs (ours with "
+                "SNR >= 10); 'sextractor_isolated': from SExtractor's only"
             ),
-            "frames": [asdict(r) for r in rows],
+            "window": {
+                "window_scale": args.window_scale,
+                "min_window_fwhm": args.min_window_fwhm,
+            },
+            "selections": {name: [asdict(r) for r in rows] for name, rows in results.items()},
         }
         args.out.write_text(json.dumps(doc, indent=1) + "\n")
     return 0

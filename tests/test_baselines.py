@@ -368,6 +368,7 @@ def test_cli_baseline_writes_catalogs_and_reports_bad_frames(tmp_path: Path, fie
             "paper",
             "--param",
             "fwhm=2.5",
+            "--overwrite",  # the folder holds the sep run: writing into it is explicit
         ]
     )
     assert rc == 0

@@ -186,5 +186,5 @@ def test_masters_cli(tmp_path: Path, truth: dict[str, np.ndarray], capsys) -> No
     assert np.abs(residual).max() < 5.0 and abs(np.mean(residual)) < 0.2
     # refuses to overwrite, exit code 2 from the CLI's InputError handling
     assert main(["masters", "--kind", "dark", "--out", str(out), *map(str, paths)]) == 2
-    assert "use --overwrite" in capsys.readouterr().err
+    assert "pass --overwrite" in capsys.readouterr().err
     assert main(["masters", "--kind", "bias", "--out", str(tmp_path / "b.fits"), str(bad)]) == 2

@@ -25,14 +25,15 @@ def _reference_windowed_centroids(
     *,
     variance=None,
     bad=None,
-    window_scale=1.5,
+    window_scale=None,
     iterations=30,
     tolerance=2e-4,
     max_shift=1.0,
     cap=None,
 ):
     """The original implementation (one full-size array per quantity, all sources in every
-    iteration); ``cap`` limits the half-size like ``_MAX_WINDOW_HALF`` (None = no cap)."""
+    iteration; window ``centroid.window_fwhm(fwhm)``, or ``window_scale * fwhm`` when
+    given); ``cap`` limits the half-size like ``_MAX_WINDOW_HALF`` (None = no cap)."""
     x0 = np.asarray(x, float)
     y0 = np.asarray(y, float)
     n = x0.size
@@ -40,7 +41,10 @@ def _reference_windowed_centroids(
         empty = np.zeros(0)
         return empty, empty, empty, empty, np.zeros(0, bool)
     ny, nx = image.shape
-    sigma = window_scale * max(float(fwhm), 0.5) / 2.3548
+    if window_scale is None:  # the window rule is shared; this checks the vectorisation
+        sigma = centroid.window_fwhm(fwhm) / 2.3548
+    else:
+        sigma = window_scale * max(float(fwhm), 0.5) / 2.3548
     h = int(np.ceil(4.0 * sigma)) + 1
     r_max = 4.0 * sigma
     if cap is not None:
@@ -221,7 +225,7 @@ def test_window_half_size_never_exceeds_the_cap(monkeypatch, fwhm):
     y = 39.7 + rng.normal(0, 0.3, n)
     out = windowed_centroids(img, x, y, fwhm, variance=1.0)
     assert all(np.all(np.isfinite(a)) for a in out[:4])
-    sigma, half, r_max = centroid._window_geometry(fwhm, 1.5)
+    sigma, half, r_max = centroid._window_geometry(fwhm)
     assert half <= centroid._MAX_WINDOW_HALF and r_max <= half - 1
     if 4 * sigma + 1 <= centroid._MAX_WINDOW_HALF:  # below the cap: the original window
         assert half == int(np.ceil(4 * sigma)) + 1 and r_max == pytest.approx(4 * sigma)

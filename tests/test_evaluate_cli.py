@@ -170,11 +170,19 @@ def test_benchmark_cli_baselines(sim_set: Path, tmp_path: Path) -> None:
 def test_benchmark_cli_bad_options(sim_set: Path, tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("tset_set: x\n")
-    assert main(["benchmark", "--config", str(bad), "--out", str(tmp_path)]) == 2
+    assert main(["benchmark", "--config", str(bad), "--out", str(tmp_path / "out")]) == 2
     assert "unknown option 'tset_set'" in capsys.readouterr().err
     assert (
         main(
-            ["benchmark", "--test-set", str(sim_set), "--out", str(tmp_path), "--thresholds", "a:b"]
+            [
+                "benchmark",
+                "--test-set",
+                str(sim_set),
+                "--out",
+                str(tmp_path / "out"),
+                "--thresholds",
+                "a:b",
+            ]
         )
         == 2
     )

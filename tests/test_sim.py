@@ -343,11 +343,11 @@ def test_cli_simulate_writes_and_skips(tmp_path, capsys) -> None:
     assert (tmp_path / "calib" / "master_dark.fits").exists()
     assert main(args) == 0
     assert "0 written, 2 skipped" in capsys.readouterr().out
-    # another camera in the same folder is refused
+    # another seed (another camera) in the same folder is refused, saying what changed
     other = args.copy()
     other[other.index("9")] = "10"
     assert main(other) == 2
-    assert "masters of another camera" in capsys.readouterr().err
+    assert "other settings (--seed changed)" in capsys.readouterr().err
 
 
 def test_cli_rejects_unknown_field(tmp_path) -> None:

@@ -267,9 +267,14 @@ def test_real_atlas_measured_fallbacks(atlas) -> None:
 def test_cli_twomass_on_real_frame(atlas, tmp_path: Path) -> None:
     from atd_dl.cli import main
 
-    rc = main(["twomass", str(ATLAS), str(ATLAS), "--out", str(tmp_path)])
+    # the same frame under two names (one name given twice is read once)
+    copy = tmp_path / "copy" / "second_exposure.fits.gz"
+    copy.parent.mkdir()
+    copy.write_bytes(ATLAS.read_bytes())
+    out = tmp_path / "out"
+    rc = main(["twomass", str(ATLAS), str(copy), "--out", str(out)])
     assert rc == 0
-    single = Table.read(tmp_path / "aK_asky_990502s1350080.twomass.ecsv")
-    merged = Table.read(tmp_path / "twomass_merged.ecsv")
+    single = Table.read(out / "aK_asky_990502s1350080.twomass.ecsv")
+    merged = Table.read(out / "twomass_merged.ecsv")
     assert len(merged) == len(single)  # the same frame twice: every source is a duplicate
     assert np.all(merged["n_dup"] == 2)

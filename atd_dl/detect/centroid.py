@@ -248,15 +248,50 @@ _MAX_WINDOW_HALF = 15
 _BLOCK_PIXELS = 1 << 18
 
 
-def _window_geometry(fwhm: float, window_scale: float) -> tuple[float, int, float]:
+#: Window FWHM per PSF FWHM of the windowed centroid for a sampled PSF. SExtractor's XWIN
+#: window is ``2 FLUX_RADIUS``, i.e. the FWHM for a Gaussian and ~1.1 FWHM for real PSFs
+#: with wings; a wider window gives asymmetric PSF tails (charge-transfer trails, coma)
+#: and neighbours more weight and moves the centroid away from the core.
+WINDOW_SCALE = 1.1
+#: Smallest window FWHM (px): a window much narrower than 2 px pulls the centroid of an
+#: undersampled star towards the centre of its brightest pixel (pixel-phase bias)...
+MIN_WINDOW_FWHM = 2.5
+#: ...but never wider than this many PSF FWHM (strongly undersampled PSFs, FWHM < 1.33 px).
+UNDERSAMPLED_WINDOW_SCALE = 1.5
+
+
+def window_fwhm(
+    fwhm: float,
+    window_scale: float = WINDOW_SCALE,
+    min_window_fwhm: float = MIN_WINDOW_FWHM,
+    undersampled_scale: float = UNDERSAMPLED_WINDOW_SCALE,
+) -> float:
+    """FWHM (px) of the Gaussian window of :func:`windowed_centroids` for a PSF of ``fwhm``
+    px: ``max(window_scale fwhm, min(undersampled_scale fwhm, min_window_fwhm))``.
+
+    Defaults: 1.1 FWHM for a well-sampled PSF (SExtractor's XWIN window), raised to 2.5 px
+    but to no more than 1.5 FWHM for an undersampled one. ``window_scale=1.5,
+    min_window_fwhm=0`` gives the fixed 1.5 FWHM window of earlier versions.
+    """
+    f = max(float(fwhm), 0.5)
+    return max(window_scale * f, min(undersampled_scale * f, float(min_window_fwhm)))
+
+
+def _window_geometry(
+    fwhm: float,
+    window_scale: float = WINDOW_SCALE,
+    min_window_fwhm: float = MIN_WINDOW_FWHM,
+    undersampled_scale: float = UNDERSAMPLED_WINDOW_SCALE,
+) -> tuple[float, int, float]:
     """``(sigma, half, r_max)`` of the windowed centroid: Gaussian width (px), half-size of
     the box read around each source (px) and radius beyond which the weight is 0 (px).
 
-    ``half = ceil(4 sigma) + 1`` and ``r_max = 4 sigma``, both capped by
-    :data:`_MAX_WINDOW_HALF` (``r_max <= half - 1`` keeps the cut circle inside the box
-    while the position stays within 0.5 px of its start pixel).
+    ``sigma = window_fwhm(...) / 2.3548``; ``half = ceil(4 sigma) + 1`` and
+    ``r_max = 4 sigma``, both capped by :data:`_MAX_WINDOW_HALF` (``r_max <= half - 1``
+    keeps the cut circle inside the box while the position stays within 0.5 px of its start
+    pixel).
     """
-    sigma = window_scale * max(float(fwhm), 0.5) / 2.3548
+    sigma = window_fwhm(fwhm, window_scale, min_window_fwhm, undersampled_scale) / 2.3548
     half = min(int(np.ceil(4.0 * sigma)) + 1, _MAX_WINDOW_HALF)
     return sigma, half, min(4.0 * sigma, half - 1.0)
 
@@ -368,7 +403,9 @@ def windowed_centroids(
     *,
     variance: np.ndarray | float | None = None,
     bad: np.ndarray | None = None,
-    window_scale: float = 1.5,
+    window_scale: float = WINDOW_SCALE,
+    min_window_fwhm: float = MIN_WINDOW_FWHM,
+    undersampled_scale: float = UNDERSAMPLED_WINDOW_SCALE,
     iterations: int = 30,
     tolerance: float = 2e-4,
     max_shift: float = 1.0,
@@ -378,11 +415,14 @@ def windowed_centroids(
     Starting from ``x, y`` (0-based px), each step moves the position by
     ``2·Σ w I (x_i − x) / Σ w I`` with ``w = exp(−r²/2σ²)``, over the pixels within ``4σ``
     (background-subtracted ``image``; ``bad`` and non-finite pixels get no weight). The
-    window is wider than the PSF, ``σ = window_scale·fwhm/2.3548``: with a window matched
-    to an undersampled PSF (FWHM ≈ 1.5 px) the fixed point is pulled towards pixel centres
-    by up to 0.06 px; at 1.5× the FWHM that pixel-phase bias stays under 0.01 px. The cut
-    radius is capped at ``_MAX_WINDOW_HALF − 1 = 14`` px (reached for ``fwhm`` > 5.5 px at
-    the default scale), which bounds the cost per source.
+    window's FWHM is :func:`window_fwhm`: ``window_scale·fwhm`` (1.1, SExtractor's XWIN
+    window ``2·FLUX_RADIUS`` for real PSFs; a wider window follows asymmetric PSF tails and
+    neighbours, e.g. 0.05 px offsets along the read-out direction of a CCD with charge
+    trails), raised for an undersampled PSF to ``min_window_fwhm`` (2.5 px) but to no more
+    than ``undersampled_scale·fwhm`` (1.5): a window matched to an FWHM ≈ 1.5 px PSF pulls
+    the fixed point towards pixel centres by up to 0.06 px, a 1.5x wider one by < 0.01 px.
+    The cut radius is capped at ``_MAX_WINDOW_HALF − 1 = 14`` px (reached for
+    ``fwhm`` > 7.5 px at the default scale), which bounds the cost per source.
     Sources whose window has no positive signal, or that would move by more than
     ``max_shift`` px, keep their start position (``ok`` False). Returns
     ``(x, y, x_err, y_err, ok)``; errors from ``variance`` (per pixel, image units²) when
@@ -399,7 +439,7 @@ def windowed_centroids(
     if n == 0:
         empty = np.zeros(0)
         return empty, empty, empty, empty, np.zeros(0, bool)
-    sigma, h, r_max = _window_geometry(fwhm, window_scale)
+    sigma, h, r_max = _window_geometry(fwhm, window_scale, min_window_fwhm, undersampled_scale)
     inv2s2 = 0.5 / sigma**2
     w_min = np.float32(np.exp(-inv2s2 * r_max * r_max))
     k = 2 * h + 1

@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["FwhmMeasurement", "measure_fwhm", "adaptive_fwhm", "header_fwhm", "bright_peaks"]
+__all__ = [
+    "FwhmMeasurement",
+    "measure_fwhm",
+    "adaptive_fwhm",
+    "header_fwhm",
+    "bright_peaks",
+    "stellar_locus",
+]
 
 GAUSS_FWHM = 2.3548
 #: stars fitted with photutils (brightest isolated first); ~15 ms each
@@ -222,9 +229,27 @@ def _fit_prf_fwhm(img: np.ndarray, x: np.ndarray, y: np.ndarray, first: float) -
     good = np.isfinite(fits) & (fits > 0.5) & (fits < 40.0)
     if good.sum() < 3:
         return float("nan")
-    med = float(np.median(fits[good]))
+    med = stellar_locus(fits[good])
     good &= (fits > 0.6 * med) & (fits < 1.5 * med)  # cosmic rays, blends, galaxies
     return float(np.median(fits[good])) if good.sum() >= 3 else float("nan")
+
+
+def stellar_locus(fwhm: np.ndarray, tolerance: float = 0.25, width: float = 1.2) -> float:
+    """Typical FWHM (px) of the point sources among fitted widths ``fwhm``.
+
+    The median, when at least half of the widths lie within ``tolerance`` of it (stars
+    dominate: the usual case). Otherwise the fits are a broad mix — e.g. H II regions and
+    knots of a galaxy filling the frame with a few stars — and the median of the densest
+    group (the most widths within a factor ``width``) is the stars' width: point sources
+    share one width, extended sources spread over many.
+    """
+    f = np.sort(np.asarray(fwhm, dtype=float))
+    med = float(np.median(f))
+    if np.mean(np.abs(f / med - 1.0) <= tolerance) >= 0.5:
+        return med
+    upper = np.searchsorted(f, f * width, side="right")
+    start = int(np.argmax(upper - np.arange(len(f))))
+    return float(np.median(f[start : upper[start]]))
 
 
 def _grid(
