@@ -14,7 +14,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from atd_dl.config_store import register_configs
+
 log = logging.getLogger(__name__)
+# infer.yaml's `detect` and `postprocess` groups: built from the dataclasses (their defaults)
+register_configs()
 
 
 def run_infer(cfg: DictConfig) -> dict[str, Any]:
@@ -26,7 +30,7 @@ def run_infer(cfg: DictConfig) -> dict[str, Any]:
     from atd_dl.detect.postprocess import PostprocessConfig
     from atd_dl.errors import InputError
 
-    keys = ("inputs", "model_path", "out", "threshold", "overwrite", "workers", "progress")
+    keys = ("inputs", "model_path", "out", "engine", "overwrite", "workers", "progress")
     c: dict[str, Any] = {k: cfg[k] for k in keys}
     for k in ("calib", "outputs", "detect", "postprocess", "distributed"):
         c[k] = OmegaConf.to_container(cfg[k], resolve=True) if k in cfg else {}
@@ -35,10 +39,9 @@ def run_infer(cfg: DictConfig) -> dict[str, Any]:
     inputs = c["inputs"] if isinstance(c["inputs"], list) else [c["inputs"]]
     if not inputs:
         raise InputError(None, "no inputs: pass inputs=[FILE_OR_FOLDER_OR_GLOB,...]")
+    # every field from infer.yaml's detect / postprocess groups (the dataclasses' defaults)
     config = DetectConfig(
-        threshold=c["threshold"],
-        postprocess=PostprocessConfig(**(c.get("postprocess") or {})),
-        **c["detect"],
+        postprocess=PostprocessConfig(**(c.get("postprocess") or {})), **(c["detect"] or {})
     )
     dist = c.get("distributed") or {}
     # the Lightning (distributed) path runs torch modules; one process may use ONNX Runtime

@@ -45,6 +45,7 @@ WHEEL="$(ls "$TMP"/dist/atd_dl-*.whl)"
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
 need = ["atd_dl/configs/train.yaml", "atd_dl/configs/experiment/quick.yaml",
+        "atd_dl/configs/module/segmentation.yaml", "atd_dl/eval_configs/quick.yaml",
         "atd_dl/weights/default/config.json", "atd_dl/api.py"]
 missing = [n for n in need if n not in names]
 assert not missing, f"wheel lacks {missing}"

@@ -16,3 +16,28 @@ def test_stellar_locus_prefers_the_tight_group_of_a_mixed_field() -> None:
     # stars dominate: the plain median, even with a few wide blends
     field = np.concatenate([rng.normal(3.0, 0.2, 20), [6.0, 8.0, 9.0]])
     assert stellar_locus(field) == pytest.approx(float(np.median(field)))
+
+
+@pytest.mark.parametrize("fwhm", [1.0, 2.5, 6.0])
+def test_prf_fit_matches_photutils_fit_fwhm(fwhm: float) -> None:
+    """The vectorised fit reproduces photutils' CircularGaussianPRF fit (undersampled too)."""
+    import warnings
+
+    from photutils.psf import CircularGaussianPRF, fit_fwhm
+
+    from atd_dl.prep.psf_width import prf_fwhm
+
+    rng = np.random.default_rng(int(fwhm * 10))
+    yy, xx = np.mgrid[0:200, 0:200]
+    image = rng.normal(0, 1.0, (200, 200))
+    cx, cy = rng.uniform(30, 170, 12), rng.uniform(30, 170, 12)
+    for x0, y0 in zip(cx, cy, strict=True):
+        image += CircularGaussianPRF(flux=3e3, x_0=x0, y_0=y0, fwhm=fwhm)(xx, yy)
+    x, y = np.rint(cx).astype(int), np.rint(cy).astype(int)
+    half = int(np.clip(round(1.5 * fwhm), 2, 12))
+    ours = prf_fwhm(image, x, y, half, first_fwhm=1.3 * fwhm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = np.asarray(fit_fwhm(image, xypos=np.column_stack([x, y]), fit_shape=2 * half + 1))
+    assert np.allclose(ours, theirs, atol=2e-3)
+    assert abs(np.median(ours) - fwhm) < 0.05 * fwhm

@@ -77,10 +77,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "frames/, truth/, catalogs/, calib/), score every operating point with the paper "
             "protocol and the strict one-to-one rule, and write REPORT/report.md, summary.json "
             "and figures. Unavailable baselines are skipped with a warning. Exit code 1 when a "
-            "frame failed. Options may come from --config FILE.yaml (see configs/eval/)."
+            "frame failed. Options may come from --config FILE.yaml or a shipped preset "
+            "(--config quick, paper_comparison, compare_dl, ablation_fem: atd_dl/eval_configs/)."
         ),
     )
-    p.add_argument("--config", type=Path, default=None, help="YAML file with any of these options")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML file with any of these options, or the name of a shipped preset (quick, "
+        "paper_comparison, compare_dl, ablation_fem); command-line flags win",
+    )
     p.add_argument("--test-set", type=Path, default=None, help="simulated test-set folder")
     p.add_argument("--out", type=writable_out_dir, default=None, help="report folder")
     p.add_argument(
@@ -216,7 +223,8 @@ def parse_baseline_params(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Merge defaults, the --config YAML and the command-line flags (flags win).
+    """Merge defaults, the --config YAML (a file or a shipped preset name) and the
+    command-line flags (flags win).
 
     Relative paths in the YAML are relative to the current directory.
     """
@@ -224,8 +232,9 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.config is not None:
         import yaml
 
-        if not args.config.is_file():
-            raise InputError(args.config, "config file not found")
+        from atd_dl.config_paths import eval_config
+
+        args.config = eval_config(args.config)
         try:
             data = yaml.safe_load(args.config.read_text()) or {}
         except yaml.YAMLError as err:

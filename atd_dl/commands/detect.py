@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from atd_dl.commands._validate import (
     DEVICE_HELP,
@@ -20,11 +21,39 @@ from atd_dl.commands._validate import (
     writable_out_dir,
 )
 
+if TYPE_CHECKING:
+    from atd_dl.detect.pipeline import DetectConfig
+
 log = logging.getLogger(__name__)
 
 
 def _hdu(value: str) -> int | str:
     return int(value) if value.lstrip("-").isdigit() else value
+
+
+#: options that set a DetectConfig field of the same name; their argparse default is None
+#: (not given), so the default is the dataclass's: one source shared with infer.yaml
+DETECT_OPTIONS = (
+    "threshold",
+    "min_snr",
+    "tile",
+    "overlap",
+    "batch_size",
+    "device",
+    "compile",
+    "edge",
+    "hdu",
+    "plane",
+    "gain",
+)
+
+
+def detect_config(args: argparse.Namespace) -> DetectConfig:
+    """The :class:`DetectConfig` of the options given; the others keep its defaults."""
+    from atd_dl.detect.pipeline import DetectConfig
+
+    given = {k: getattr(args, k, None) for k in DETECT_OPTIONS}
+    return DetectConfig(**{k: v for k, v in given.items() if v is not None})
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,7 +121,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1,
         help=f"frames prepared ahead in background threads (1-{MAX_WORKERS})",
     )
-    p.add_argument("--compile", action="store_true", help="torch.compile the network")
+    p.add_argument(
+        "--jobs",
+        type=int_in(1, MAX_WORKERS),
+        default=1,
+        help="worker processes sharing the frames (1-"
+        f"{MAX_WORKERS}; default 1): each loads the model once and infers with cores/JOBS "
+        "threads; same catalogs, resume keys and summary.json as one process",
+    )
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
     p.add_argument(
         "--batch-size", type=int_at_least(1), default=None, help="tiles per batch (default: auto)"
     )
@@ -104,7 +141,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "CPU, 1024 on CUDA)",
     )
     p.add_argument(
-        "--overlap", type=int_at_least(0), default=64, help="tile overlap in px (default 64)"
+        "--overlap", type=int_at_least(0), default=None, help="tile overlap in px (default 64)"
     )
     p.add_argument("--hdu", type=_hdu, default=None, help="HDU index or EXTNAME to read")
     p.add_argument(
@@ -116,7 +153,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--edge",
         type=nonneg_float,
-        default=3.0,
+        default=None,
         help="sources this close to the border, px, get the NEAR_EDGE flag (default 3)",
     )
     p.add_argument(
@@ -142,21 +179,9 @@ def run(args: argparse.Namespace) -> int:
     from atd_dl.detect.batch import detect_files, load_masters
     from atd_dl.detect.catalog_io import OutputConfig
     from atd_dl.detect.inference import load_detector
-    from atd_dl.detect.pipeline import DetectConfig, Detector
+    from atd_dl.detect.pipeline import Detector
 
-    config = DetectConfig(
-        threshold=args.threshold,
-        min_snr=args.min_snr,
-        tile=args.tile,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-        device=args.device,
-        compile=args.compile,
-        edge=args.edge,
-        hdu=args.hdu,
-        plane=args.plane,
-        gain=args.gain,
-    )
+    config = detect_config(args)
     model, meta = load_detector(args.model, device=args.device, engine=args.engine)
     detector = Detector(model, meta, config)
     if args.binaries is not None:
@@ -188,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
         output,
         masters=masters,
         workers=args.workers,
+        jobs=getattr(args, "jobs", 1),
         progress=not (args.no_progress or getattr(args, "quiet", False)),
         on_failure=report,
         on_status=status,
@@ -196,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
         f"{summary.n_ok} frame(s) processed, {summary.n_skipped} skipped (unchanged), "
         f"{summary.n_failed} failed; {summary.n_detections} sources; "
         f"threshold {detector.threshold:.3f}; device {detector.device}; "
+        f"{summary.frames_per_minute:.1f} frames/min ({summary.jobs} process(es)); "
         f"summary: {Path(args.out) / 'summary.json'}"
     )
     if summary.failures:  # each was printed as it happened (one line per frame)

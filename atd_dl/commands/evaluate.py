@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--reference",
         type=Path,
         default=None,
-        help="truth table (x, y, snr_true) or reference catalog (ra, dec, mag; needs --frame)",
+        help="truth table (x, y, snr_true; or a SExtractor / FITS-LDAC catalog: XWIN_IMAGE, "
+        "YWIN_IMAGE, FLUX_AUTO/FLUXERR_AUTO) or reference catalog (ra, dec, mag; needs --frame)",
     )
     p.add_argument(
         "--frame", type=Path, default=None, help="FITS frame: shape, WCS and pixels for the 3x3 SNR"
@@ -147,6 +148,7 @@ def _load_reference(args: argparse.Namespace, frame: Any) -> Any:
         read_table,
         references_from_catalog,
         references_from_truth,
+        sextractor_xy_columns,
     )
 
     kind = args.reference_kind
@@ -157,6 +159,8 @@ def _load_reference(args: argparse.Namespace, frame: Any) -> Any:
         has_truth = {"x", "y"} <= lower and (
             bool(lower & {"snr_true", "snr"}) or (args.snr_col and args.snr_col.lower() in lower)
         )
+        # a SExtractor catalog (FITS-LDAC too): pixel positions XWIN_IMAGE/YWIN_IMAGE
+        has_truth = has_truth or sextractor_xy_columns(table) is not None
         if kind == "auto":
             kind = "truth" if has_truth else "catalog"
     if kind == "truth":

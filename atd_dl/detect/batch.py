@@ -9,8 +9,10 @@ short chain of stages:
    its outputs exist and its stored key is unchanged;
 3. the frames left, prepared ahead in background threads while the current one is
    inferred (:meth:`~atd_dl.detect.pipeline.Detector.run`), each failure recorded and
-   the batch going on;
-4. the :class:`RunSummary` (``summary.json``).
+   the batch going on -- or, with ``jobs > 1``, shared among worker processes
+   (:func:`_run_frames_in_processes`: 'spawn' context, the model loaded once per process,
+   each with ``cores / jobs`` inference threads);
+4. the :class:`RunSummary` (``summary.json``, frames per minute included).
 
 The one-frame work is :mod:`atd_dl.detect.pipeline`; the writing
 :mod:`atd_dl.detect.catalog_io`. This module imports both; neither imports it.
@@ -18,15 +20,19 @@ The one-frame work is :mod:`atd_dl.detect.pipeline`; the writing
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
+import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +42,7 @@ import numpy as np
 
 from atd_dl import __version__
 from atd_dl.detect.catalog_io import OUTPUT_SUFFIXES, OutputConfig
+from atd_dl.detect.onnx_engine import OnnxNetwork, cpu_threads
 from atd_dl.detect.pipeline import Detector
 from atd_dl.detect.resume_keys import FrameDecision, decide_frame, key_path, run_key
 from atd_dl.errors import InputError
@@ -138,6 +145,7 @@ class RunSummary:
     started: str = ""
     finished: str = ""
     wall_s: float = 0.0
+    jobs: int = 1  # processes that ran the frames
 
     @property
     def n_ok(self) -> int:
@@ -158,6 +166,14 @@ class RunSummary:
             sum(f.get("n_detections", 0) for f in self.frames if f["status"] in ("ok", "skipped"))
         )
 
+    @property
+    def frames_per_minute(self) -> float:
+        """Frames processed (not skipped, not failed) per minute of this run's wall time
+        (from the call of :func:`detect_files`: worker start-up included)."""
+        if self.wall_s <= 0 or not self.n_ok:
+            return 0.0
+        return 60.0 * self.n_ok / self.wall_s
+
     def stage_totals(self) -> dict[str, float]:
         """Seconds spent per stage, summed over processed frames."""
         tot: dict[str, float] = {}
@@ -175,6 +191,8 @@ class RunSummary:
             "started": self.started,
             "finished": self.finished,
             "wall_s": round(self.wall_s, 3),
+            "jobs": self.jobs,
+            "frames_per_minute": round(self.frames_per_minute, 3),
             "n_frames": len(self.frames)
             + sum(1 for f in self.failures if f.get("stage") == "input"),
             "n_ok": self.n_ok,
@@ -289,15 +307,16 @@ def _prefetched(
 def _run_frame(
     path: Path,
     stem: str,
-    prepared: Future,
+    prepared: Callable[[], Any],
     detector: Detector,
     output: OutputConfig,
     key: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Run one prefetched frame, write its outputs and resume key; its summary record.
+    """Run one frame (``prepared()`` gives it read and enhanced: a prefetched future's
+    ``result``), write its outputs and resume key; its summary record.
     Raises what reading or detecting the frame raised."""
     record: dict[str, Any] = {"path": str(path), "stem": stem}
-    prep = prepared.result()
+    prep = prepared()
     res = detector.run(prep, write=output, stem=stem)
     flags = np.asarray(res.catalog["flags"]) if len(res.catalog) else np.zeros(0)
     key = dict(key or {})
@@ -325,6 +344,46 @@ def _run_frame(
     return record
 
 
+def _frame_record(
+    path: Path,
+    stem: str,
+    prepared: Callable[[], Any],
+    detector: Detector,
+    output: OutputConfig,
+    key: dict[str, Any] | None,
+) -> tuple[dict[str, Any], str | None]:
+    """:func:`_run_frame`, a failure turned into a "failed" record:
+    ``(record, one-line error or None)``."""
+    try:
+        return _run_frame(path, stem, prepared, detector, output, key), None
+    except Exception as err:  # noqa: BLE001 - one bad frame must not stop the batch
+        msg = _problem(path, err)
+        log.debug("frame failed", exc_info=True)
+        return {"path": str(path), "stem": stem, "status": "failed", "error": msg}, msg
+
+
+def _record_outcome(
+    summary: RunSummary,
+    record: dict[str, Any],
+    msg: str | None,
+    on_failure: Callable[[str], Any] | None,
+) -> None:
+    """Append a frame's record (and its failure) to ``summary``."""
+    if msg is not None:
+        summary.failures.append({"path": record["path"], "stage": "frame", "error": msg})
+        if on_failure:
+            on_failure(msg)
+    summary.frames.append(record)
+
+
+def _progress_bar(progress: bool, n: int) -> Any:
+    if not (progress and n):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n, unit="frame", desc="detect", file=sys.stderr)
+
+
 def _run_frames(
     plan: _Plan,
     detector: Detector,
@@ -338,11 +397,7 @@ def _run_frames(
 ) -> None:
     """Every planned frame, prepared ahead in ``workers`` threads; failures are recorded
     (and passed to ``on_failure``) and the batch goes on."""
-    bar = None
-    if progress and plan.todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(plan.todo), unit="frame", desc="detect", file=sys.stderr)
+    bar = _progress_bar(progress, len(plan.todo))
     n_workers = max(1, int(workers))
 
     def prepare(p: Path) -> Any:
@@ -350,20 +405,178 @@ def _run_frames(
 
     with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="atd-prefetch") as pool:
         for p, s, fut in _prefetched(pool, plan.todo, n_workers, prepare):
-            try:
-                record = _run_frame(p, s, fut, detector, output, plan.keys.get(s))
-            except Exception as err:  # noqa: BLE001 - one bad frame must not stop the batch
-                msg = _problem(p, err)
-                record = {"path": str(p), "stem": s, "status": "failed", "error": msg}
-                summary.failures.append({"path": str(p), "stage": "frame", "error": msg})
-                log.debug("frame failed", exc_info=True)
-                if on_failure:
-                    on_failure(msg)
-            summary.frames.append(record)
+            record, msg = _frame_record(p, s, fut.result, detector, output, plan.keys.get(s))
+            _record_outcome(summary, record, msg, on_failure)
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
+
+
+# --------------------------------------------------------------------- worker processes
+@dataclass
+class _WorkerSpec:
+    """What a worker process needs to rebuild the parent's :class:`Detector` (pickled
+    once per process): a torch module itself, or the path of the ONNX model (an ONNX
+    Runtime session does not pickle)."""
+
+    model: Any
+    onnx: bool
+    meta: dict[str, Any]
+    config: Any
+    binary_model: Any
+    output: OutputConfig
+    masters: Any
+    threads: int
+    log_level: int
+
+    @classmethod
+    def of(
+        cls, detector: Detector, output: OutputConfig, masters: Any, threads: int
+    ) -> _WorkerSpec:
+        model = detector.model
+        onnx = isinstance(model, OnnxNetwork)
+        if model is None:
+            raise ValueError("this Detector has no model (post-processing only)")
+        return cls(
+            model=model.path if onnx else model,
+            onnx=onnx,
+            meta=detector.meta,
+            config=detector.config,
+            binary_model=detector.binary_model,
+            output=output,
+            masters=masters,
+            threads=threads,
+            log_level=logging.getLogger().getEffectiveLevel(),
+        )
+
+
+#: the worker process's detector, output and masters (set once by :func:`_init_worker`)
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(spec: _WorkerSpec) -> None:
+    """Worker process start: leave Ctrl-C to the parent (which ends every worker), log
+    like it, and load the model once with ``spec.threads`` inference threads."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["OMP_NUM_THREADS"] = str(spec.threads)
+    logging.basicConfig(level=spec.log_level, format="%(levelname)s: %(message)s")
+    if spec.onnx:
+        model: Any = OnnxNetwork(spec.model, threads=spec.threads)
+    else:
+        import torch
+
+        torch.set_num_threads(spec.threads)
+        model = spec.model
+    detector = Detector(model, spec.meta, spec.config)
+    detector.binary_model = spec.binary_model
+    _WORKER.update(detector=detector, output=spec.output, masters=spec.masters)
+
+
+def _worker_frame(
+    path: Path, stem: str, key: dict[str, Any] | None
+) -> tuple[dict[str, Any], str | None]:
+    """One frame in a worker process: ``(record, error or None)`` as :func:`_frame_record`."""
+    detector: Detector = _WORKER["detector"]
+    masters = _WORKER["masters"]
+    return _frame_record(
+        path,
+        stem,
+        lambda: detector.prepare(path, masters=masters),
+        detector,
+        _WORKER["output"],
+        key,
+    )
+
+
+@contextlib.contextmanager
+def _worker_start_env(threads: int) -> Iterator[None]:
+    """While worker processes start (a spawned process inherits the environment and the
+    ignored signals as they are then): ``OMP_NUM_THREADS`` (and the BLAS libraries'
+    variables) set to ``threads`` and, in the main thread, Ctrl-C ignored, so that the
+    workers leave it to the parent from their first instruction. Restored afterwards."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    old = {k: os.environ.get(k) for k in names}
+    os.environ.update({k: str(threads) for k in names})
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, handler)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _end_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop every worker process now (Ctrl-C, or an error in the parent)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=10)
+
+
+def _run_frames_in_processes(
+    plan: _Plan,
+    detector: Detector,
+    output: OutputConfig,
+    summary: RunSummary,
+    *,
+    masters: Any,
+    jobs: int,
+    progress: bool,
+    on_failure: Callable[[str], Any] | None,
+) -> None:
+    """Every planned frame, shared among ``jobs`` worker processes ('spawn'; each loads
+    the model once and runs with ``cores / jobs`` inference threads). Frames are handed
+    out one at a time (a free process takes the next); the records are appended in the
+    planned (input) order, failures reported as they happen. Ctrl-C ends every worker."""
+    threads = max(1, cpu_threads() // jobs)
+    spec = _WorkerSpec.of(detector, output, masters, threads)
+    bar = _progress_bar(progress, len(plan.todo))
+    results: dict[int, tuple[dict[str, Any], str | None]] = {}
+    pool = ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(spec,),
+    )
+    try:
+        with _worker_start_env(threads):  # processes start as frames are submitted
+            futures = {
+                pool.submit(_worker_frame, p, s, plan.keys.get(s)): i
+                for i, (p, s) in enumerate(plan.todo)
+            }
+        for fut in as_completed(futures):
+            i = futures[fut]
+            p, s = plan.todo[i]
+            try:
+                record, msg = fut.result()
+            except Exception as err:  # noqa: BLE001 - a worker died (memory, signal)
+                msg = _problem(p, err)
+                record = {"path": str(p), "stem": s, "status": "failed", "error": msg}
+            results[i] = (record, msg)
+            if msg is not None and on_failure:
+                on_failure(msg)
+            if bar is not None:
+                bar.update(1)
+    except BaseException:
+        _end_workers(pool)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    pool.shutdown(wait=True)
+    for i in range(len(plan.todo)):
+        record, msg = results[i]
+        _record_outcome(summary, record, msg, None)
 
 
 def detect_files(
@@ -373,6 +586,7 @@ def detect_files(
     *,
     masters: Any = None,
     workers: int = 1,
+    jobs: int = 1,
     progress: bool = True,
     summary_name: str | None = "summary.json",
     on_failure: Any = None,
@@ -385,7 +599,10 @@ def detect_files(
     (``<stem>.key.json``: input SHA-256, model hash, threshold, options, calibration; see
     :mod:`atd_dl.detect.resume_keys`) equals the current one, unless ``output.overwrite``.
     Up to ``workers`` frames are read, calibrated and enhanced in background threads while
-    the current one is inferred. ``on_failure`` (callable taking the one-line message) is
+    the current one is inferred. ``jobs > 1`` shares the frames among that many worker
+    processes instead (each loads the model once and infers with ``cores / jobs``
+    threads; same outputs, resume keys and summary as one process, frames in input
+    order). ``on_failure`` (callable taking the one-line message) is
     called for each failure as it happens; ``on_status(path, text)`` for each frame
     skipped ("skipped (unchanged)") or redone ("redone (input changed)", ...).
     Writes ``summary.json`` in ``output.out_dir`` (unless ``summary_name`` is None).
@@ -403,16 +620,30 @@ def detect_files(
         if on_failure:
             on_failure(msg)
     plan = _plan_frames(paths, unique_stems(paths), detector, output, masters, summary, on_status)
-    _run_frames(
-        plan,
-        detector,
-        output,
-        summary,
-        masters=masters,
-        workers=workers,
-        progress=progress,
-        on_failure=on_failure,
-    )
+    n_jobs = max(1, min(int(jobs), len(plan.todo)))
+    summary.jobs = n_jobs
+    if n_jobs > 1:
+        _run_frames_in_processes(
+            plan,
+            detector,
+            output,
+            summary,
+            masters=masters,
+            jobs=n_jobs,
+            progress=progress,
+            on_failure=on_failure,
+        )
+    else:
+        _run_frames(
+            plan,
+            detector,
+            output,
+            summary,
+            masters=masters,
+            workers=workers,
+            progress=progress,
+            on_failure=on_failure,
+        )
     summary.finished = _now()
     summary.wall_s = time.perf_counter() - t_start
     if summary_name:

@@ -24,9 +24,13 @@ __all__ = [
     "read_table",
     "references_from_catalog",
     "references_from_truth",
+    "sextractor_xy_columns",
 ]
 
 log = logging.getLogger(__name__)
+
+#: SExtractor pixel columns (1-based), best first: windowed, then isophotal barycentre
+SEXTRACTOR_XY = (("XWIN_IMAGE", "YWIN_IMAGE"), ("X_IMAGE", "Y_IMAGE"))
 
 TABLE_SUFFIXES = (".ecsv", ".csv", ".fits", ".fit", ".fits.gz", ".vot", ".xml", ".txt", ".dat")
 
@@ -63,7 +67,13 @@ class TestFrame:
 
 
 def read_table(path: str | Path) -> Table:
-    """Read an astropy-readable table (ECSV, CSV, FITS, VOTable, ASCII); raise InputError."""
+    """Read an astropy-readable table (ECSV, CSV, FITS, VOTable, ASCII); raise InputError.
+
+    Of a FITS-LDAC file (SExtractor ``CATALOG_TYPE FITS_LDAC``) the ``LDAC_OBJECTS`` table
+    is read.
+    """
+    from atd_dl.io.catalogs import ldac_objects_hdu
+
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")
@@ -73,7 +83,10 @@ def read_table(path: str | Path) -> Table:
         fmt = "ascii.csv"
     elif name.endswith(".ecsv"):
         fmt = "ascii.ecsv"
+    hdu = ldac_objects_hdu(path) if fmt is None and ".fit" in name else None
     try:
+        if hdu is not None:
+            return Table.read(path, hdu=hdu)
         return Table.read(path, format=fmt) if fmt else Table.read(path)
     except Exception as err:  # astropy raises many types for unreadable tables
         raise InputError(path, f"cannot read table ({type(err).__name__}: {err})") from err
@@ -114,6 +127,32 @@ def detections_xy(
     return xy - 1.0 if one_based else xy
 
 
+def sextractor_xy_columns(table: Table) -> tuple[str, str] | None:
+    """The 1-based SExtractor pixel columns of ``table`` (``XWIN_IMAGE``/``YWIN_IMAGE``,
+    else ``X_IMAGE``/``Y_IMAGE``; any case) when it has no ``x``/``y``; None otherwise."""
+    lower = {c.lower(): c for c in table.colnames}
+    if "x" in lower and "y" in lower:
+        return None
+    for xc, yc in SEXTRACTOR_XY:
+        if xc.lower() in lower and yc.lower() in lower:
+            return lower[xc.lower()], lower[yc.lower()]
+    return None
+
+
+def _sextractor_snr(table: Table) -> np.ndarray | None:
+    """``FLUX_AUTO / FLUXERR_AUTO`` (else ``FLUX_APER / FLUXERR_APER``, first aperture)."""
+    lower = {c.lower(): c for c in table.colnames}
+    for f, e in (("flux_auto", "fluxerr_auto"), ("flux_aper", "fluxerr_aper")):
+        if f in lower and e in lower:
+            flux = np.asarray(table[lower[f]], float)
+            err = np.asarray(table[lower[e]], float)
+            if flux.ndim > 1:
+                flux, err = flux[:, 0], err[:, 0]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(err > 0, flux / err, 0.0)
+    return None
+
+
 def references_from_truth(
     table: Table,
     *,
@@ -121,7 +160,9 @@ def references_from_truth(
     snr_col: str | None = None,
     target_kinds: tuple[str, ...] = ("star",),
 ) -> References:
-    """References from a simulator truth table (``x, y, snr_true, in_catalog, kind``).
+    """References from a simulator truth table (``x, y, snr_true, in_catalog, kind``) or a
+    SExtractor catalog (FITS-LDAC too): ``XWIN_IMAGE``/``YWIN_IMAGE`` (else ``X_IMAGE``/
+    ``Y_IMAGE``, 1-based, converted to 0-based), SNR ``FLUX_AUTO / FLUXERR_AUTO``.
 
     A = every row; rows whose ``kind`` is not in ``target_kinds`` (trails) stay in A but
     never enter G. A table without ``kind`` treats every row as a target; without
@@ -129,13 +170,17 @@ def references_from_truth(
     """
     from atd_dl.io.tables import drop_nonfinite_rows
 
-    table = drop_nonfinite_rows(
-        table, (_column(table, ("x",), path, "x"), _column(table, ("y",), path, "y")), path
-    )
-    xy = detections_xy(table, path=path)
+    sex = sextractor_xy_columns(table)
+    xc, yc = sex or (_column(table, ("x",), path, "x"), _column(table, ("y",), path, "y"))
+    table = drop_nonfinite_rows(table, (xc, yc), path)
+    xy = detections_xy(table, x_col=xc, y_col=yc, one_based=sex is not None, path=path)
     n = len(xy)
-    sc = _column(table, (snr_col,) if snr_col else ("snr_true", "snr"), path, "SNR")
-    snr = np.asarray(table[sc], dtype=float)
+    sex_snr = _sextractor_snr(table) if sex is not None and snr_col is None else None
+    if sex_snr is not None:
+        snr = sex_snr
+    else:
+        sc = _column(table, (snr_col,) if snr_col else ("snr_true", "snr"), path, "SNR")
+        snr = np.asarray(table[sc], dtype=float)
     if "kind" in table.colnames:
         kinds = np.char.strip(np.asarray(table["kind"]).astype(str))
         target = np.isin(kinds, target_kinds)

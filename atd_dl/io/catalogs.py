@@ -37,6 +37,7 @@ __all__ = [
     "propagate_proper_motion",
     "project_catalog",
     "frame_footprint",
+    "ldac_objects_hdu",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,22 @@ def _catalog_format(path: Path) -> str:
             return fmt
     known = ", ".join(sorted({s for s, _ in _FORMATS}))
     raise InputError(path, f"unknown catalog format (expected one of {known}, optionally .gz)")
+
+
+def ldac_objects_hdu(path: str | Path) -> int | None:
+    """Index of the ``LDAC_OBJECTS`` table of a FITS-LDAC file (SExtractor
+    ``CATALOG_TYPE FITS_LDAC``, SCAMP input), None for any other file. An LDAC file's first
+    table is ``LDAC_IMHEAD`` (the image header as text), which astropy would read by default."""
+    from astropy.io import fits
+
+    try:
+        with fits.open(path) as hdul:
+            for i, hdu in enumerate(hdul):
+                if hdu.name == "LDAC_OBJECTS":
+                    return i
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def _find_column(table: Table, names: tuple[str, ...]) -> str | None:
@@ -131,7 +148,8 @@ def read_reference_catalog(
     """Read a reference catalog and return canonical columns.
 
     Format from the file name: ``.csv``, ``.ecsv``, ``.fits``/``.fit``, ``.vot``/``.xml``
-    (each optionally ``.gz``). ``columns`` maps canonical names to the file's names, e.g.
+    (each optionally ``.gz``); of a FITS-LDAC file (SExtractor, ``ALPHA_J2000`` /
+    ``DELTA_J2000``) the ``LDAC_OBJECTS`` table is read. ``columns`` maps canonical names to the file's names, e.g.
     ``{"ra": "RA_ICRS", "mag": "Gmag"}``; otherwise the names in :data:`CANONICAL_ALIASES`
     are tried (case-insensitive). ``ra`` and ``dec`` are required; a missing ``source_id``
     becomes the row number, a missing ``mag`` becomes NaN. ``ref_epoch`` (Julian year) is
@@ -147,7 +165,8 @@ def read_reference_catalog(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
         try:
-            raw = Table.read(path, format=fmt)
+            hdu = ldac_objects_hdu(path) if fmt == "fits" else None
+            raw = Table.read(path, format=fmt) if hdu is None else Table.read(path, hdu=hdu)
         except Exception as err:  # astropy readers raise many exception types
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise InputError(path, f"cannot read catalog as {fmt}: {reason}") from None
@@ -184,6 +203,13 @@ def read_reference_catalog(
         )
 
     ra, dec = _angles(raw, found["ra"], found["dec"], path)
+    if len(raw) and np.all(ra == 0.0) and np.all(dec == 0.0):
+        raise InputError(
+            path,
+            f"every {found['ra']}/{found['dec']} is 0: a catalog of a frame without a sky WCS "
+            "(SExtractor writes 0 there); use its pixel positions instead "
+            "(atd-dl evaluate --reference-kind truth reads XWIN_IMAGE/YWIN_IMAGE)",
+        )
     out = Table(meta={"path": str(path), "columns": dict(found)})
     if "source_id" in found:
         ids = raw[found["source_id"]]

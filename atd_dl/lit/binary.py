@@ -202,8 +202,9 @@ def _default_optimizer(params: Any) -> torch.optim.Optimizer:
 def train_binary(cfg: Any) -> dict[str, Any]:
     """Train, test and export a binary classifier from a Hydra config → metrics dict.
 
-    Steps: seed; build data and module (:func:`build_binary_training`); fit keeping the
-    best-``val/f1`` checkpoint; test it (report in ``<paths.output_dir>/report``);
+    Steps: seed; build data and module (:func:`build_binary_training`); fit with the
+    ``callbacks`` and ``logger`` groups (the default keeps the best-``val/f1`` checkpoint);
+    test the best checkpoint (report in ``<paths.output_dir>/report``);
     export a model folder to ``<paths.output_dir>/model`` (safetensors, config.json,
     thresholds.json, metrics.json, MODEL_CARD.md). Works with ``configs/binary_train.yaml``
     and with ``configs/train.yaml`` + ``experiment=binary_classifier``.
@@ -212,6 +213,7 @@ def train_binary(cfg: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from atd_dl.binaries.model import save_binary_model
+    from atd_dl.lit.train_task import instantiate_callbacks, instantiate_loggers
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -221,37 +223,26 @@ def train_binary(cfg: Any) -> dict[str, Any]:
     dm, module = build_binary_training(cfg)
     module.report_dir = str(out_dir / "report")
     geo = dm.geometry
-    ckpt = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=str(out_dir / "checkpoints"),
-        filename="epoch_{epoch:03d}",
-        monitor="val/f1",
-        mode="max",
-        save_last=True,
-        auto_insert_metric_name=False,
-    )
-    callbacks: list[Any] = [ckpt]
-    if cfg.get("early_stopping_patience"):
-        callbacks.append(
-            L.pytorch.callbacks.EarlyStopping(
-                monitor="val/f1", mode="max", patience=int(cfg.early_stopping_patience)
-            )
-        )
-    logger = L.pytorch.loggers.CSVLogger(str(out_dir), name="csv")
+    # the callbacks and logger groups of configs/train.yaml (checkpoints by val/f1)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     if tcfg.get("precision") is None:  # train.yaml's "auto" precision: keep fp32 here
         tcfg["precision"] = "32-true"
     trainer = hydra.utils.instantiate(
-        tcfg, callbacks=callbacks, logger=logger, default_root_dir=str(out_dir)
+        tcfg, callbacks=callbacks, logger=loggers or False, default_root_dir=str(out_dir)
     )
     trainer.fit(module, datamodule=dm)
-    best = ckpt.best_model_path or None
+    ckpt = trainer.checkpoint_callback
+    best_path = getattr(ckpt, "best_model_path", "") or None
+    best_score = getattr(ckpt, "best_model_score", None)
     # weights_only=True: tensors and plain data only, so a tampered checkpoint cannot run code
-    trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=True)
+    trainer.test(module, datamodule=dm, ckpt_path=best_path, weights_only=True)
     rep = dict(module.test_report or {})
     rep.pop("p_binary", None)
     metrics = {
         "test": rep,
-        "best_val_f1": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+        "best_val_f1": float(best_score) if best_score is not None else None,
         "epochs_run": int(trainer.current_epoch),
         "split_counts": {k: len(v) for k, v in dm.subsets.items()},
         "threshold": round(float(module.threshold), 4),

@@ -1,11 +1,15 @@
 """Multi-GPU / multi-node batch detection: a thin Lightning predict loop over frames.
 
-Each rank gets a share of the frames (Lightning's distributed sampler), prepares them in
-DataLoader workers (read, calibrate, enhance: :meth:`Detector.prepare`), predicts the
-stitched probability map of each frame on its GPU (tiles batched inside
-:meth:`FramePredictor.predict_step`) and writes the frame's outputs itself
-(:class:`DetectionWriter`, post-processing on the rank's CPU). Ranks write
-``summary.rank<r>.json``; rank 0 merges them into ``summary.json``.
+Each rank gets a share of the frames (Lightning's unrepeated distributed sampler: every
+frame exactly once), prepares them in DataLoader workers (read, calibrate, enhance, input
+planes: :meth:`Detector.prepare`, :meth:`Detector.input_planes`), predicts the stitched
+probability map of each frame on its device with the tiling of the single-process path
+(:class:`~atd_dl.detect.inference.TiledPredictor` inside
+:meth:`FramePredictor.predict_step`, so the catalogs equal those of ``atd-dl detect
+--engine torch``) and writes the frame's outputs itself (:class:`DetectionWriter`,
+post-processing on the rank's CPU). Ranks write ``summary.rank<r>.json``; rank 0 merges
+them into ``summary.json`` (frames in input order, each record naming its ``rank``).
+tests/test_ddp_cpu.py runs this with two CPU processes (DDP over gloo).
 
 SLURM (2 nodes x 4 GPUs, see ``docs/detect.md``)::
 
@@ -16,6 +20,7 @@ SLURM (2 nodes x 4 GPUs, see ``docs/detect.md``)::
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,12 +33,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from atd_dl.detect.batch import RunSummary, _now, _problem, expand_inputs, unique_stems
 from atd_dl.detect.catalog_io import OutputConfig
-from atd_dl.detect.inference import model_input
-from atd_dl.detect.pipeline import Detector
-from atd_dl.models.inference import logits_to_prob
-from atd_dl.prep.partition import Tiler
+from atd_dl.detect.pipeline import Detector, PreparedFrame
+from atd_dl.errors import InputError
 
 __all__ = ["FrameDataset", "FramePredictor", "DetectionWriter", "predict_distributed"]
+
+log = logging.getLogger(__name__)
 
 
 class FrameDataset(Dataset):
@@ -57,17 +62,15 @@ class FrameDataset(Dataset):
         item: dict[str, Any] = {"index": i, "path": str(self.paths[i]), "stem": self.stems[i]}
         try:
             prepared = self.detector.prepare(self.paths[i], masters=self.masters)
-            item["prepared"] = prepared
-            if not prepared.empty:
-                bad = prepared.frame.mask | ~np.isfinite(prepared.frame.data)
-                item["planes"] = torch.from_numpy(
-                    model_input(
-                        prepared.image8,
-                        channels=self.detector.channels,
-                        background_rms=prepared.background_rms_adu,
-                        bad=bad,
-                    )
+            if not isinstance(prepared, PreparedFrame):  # one stitched map per item
+                raise InputError(
+                    self.paths[i],
+                    "a multi-extension file: choose one with detect.hdu=N (the distributed "
+                    "path runs one image per frame)",
                 )
+            item["prepared"] = prepared
+            if not prepared.empty:  # the planes of the single-process path, any input kind
+                item["planes"] = torch.from_numpy(self.detector.input_planes(prepared))
         except Exception as err:  # noqa: BLE001 - one bad frame must not stop the batch
             item["error"] = _problem(self.paths[i], err)
         return item
@@ -78,36 +81,50 @@ def _first(batch: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class FramePredictor(L.LightningModule):
-    """Predict the stitched probability map of one frame per step (tiles in mini-batches)."""
+    """Predict the stitched probability map of one frame per step.
+
+    The tiles, their batches and the stitching are those of
+    :class:`~atd_dl.detect.inference.TiledPredictor` (``tile=None``: automatic, as in
+    ``atd-dl detect``), run on this rank's device."""
 
     def __init__(
-        self, net: torch.nn.Module, *, tile: int = 512, overlap: int = 64, tiles_per_batch: int = 8
+        self,
+        net: torch.nn.Module,
+        *,
+        tile: int | None = None,
+        overlap: int = 64,
+        tiles_per_batch: int | None = None,
+        amp: bool = True,
     ):
         super().__init__()
         self.net = net
         self.tile = tile
         self.overlap = overlap
         self.tiles_per_batch = tiles_per_batch
+        self.amp = amp
+        self._predictor: Any = None
+
+    def predictor(self) -> Any:
+        """The :class:`~atd_dl.detect.inference.TiledPredictor` on this rank's device."""
+        if self._predictor is None:
+            from atd_dl.detect.inference import TiledPredictor
+
+            self._predictor = TiledPredictor(
+                self.net,
+                tile=self.tile,
+                overlap=self.overlap,
+                batch_size=self.tiles_per_batch,
+                device=self.device,
+                amp=self.amp,
+            )
+        return self._predictor
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         out = {k: v for k, v in batch.items() if k != "planes"}
         planes = batch.get("planes")
         if planes is None:
             return out
-        planes = planes.numpy()
-        tiler = Tiler(planes.shape[-2:], tile=self.tile, overlap=self.overlap)
-        tiles = tiler.split(planes)
-        probs = np.empty((tiles.shape[0], self.tile, self.tile), dtype=np.float32)
-        self.net.eval()
-        with torch.inference_mode():
-            for i in range(0, tiles.shape[0], self.tiles_per_batch):
-                x = torch.from_numpy(np.ascontiguousarray(tiles[i : i + self.tiles_per_batch]))
-                x = x.to(self.device)
-                if self.device.type == "cuda":
-                    x = x.to(memory_format=torch.channels_last)
-                p = logits_to_prob(self.net(x))
-                probs[i : i + self.tiles_per_batch] = p[:, 0].float().cpu().numpy()
-        out["prob"] = tiler.stitch(probs)
+        out["prob"] = self.predictor().predict(planes.numpy())
         return out
 
 
@@ -130,7 +147,11 @@ class DetectionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        rec: dict[str, Any] = {"path": prediction["path"], "stem": prediction["stem"]}
+        rec: dict[str, Any] = {
+            "path": prediction["path"],
+            "stem": prediction["stem"],
+            "rank": trainer.global_rank,
+        }
         if "error" in prediction:
             rec.update(status="failed", error=prediction["error"])
             self.records.append(rec)
@@ -196,30 +217,35 @@ def predict_distributed(
         )
         module = FramePredictor(
             detector.model,
-            tile=detector.config.tile or 1024,
+            tile=detector.config.tile,
             overlap=detector.config.overlap,
-            tiles_per_batch=detector.config.batch_size or 8,
+            tiles_per_batch=detector.config.batch_size,
+            amp=detector.config.amp,
         )
         trainer.predict(module, dataloaders=loader, return_predictions=False)
         trainer.strategy.barrier()
     if trainer.global_rank != 0:
         return None
     summary.device = str(trainer.strategy.root_device)
-    seen: set[str] = set()
+    summary.jobs = trainer.world_size
+    by_stem: dict[str, dict[str, Any]] = {}
     for rank in range(trainer.world_size):
         f = Path(output.out_dir) / f"summary.rank{rank}.json"
         if not f.is_file():
             continue
         for rec in json.loads(f.read_text()):
-            if rec["stem"] in seen:  # the distributed sampler may repeat a frame
+            if rec["stem"] in by_stem:  # never with the unrepeated sampler; kept once
+                log.warning("%s: processed by more than one rank", rec["path"])
                 continue
-            seen.add(rec["stem"])
-            summary.frames.append(rec)
-            if rec["status"] == "failed":
-                summary.failures.append(
-                    {"path": rec["path"], "stage": "frame", "error": rec["error"]}
-                )
+            by_stem[rec["stem"]] = rec
         f.unlink()
+    for _, s in todo:  # input order
+        rec = by_stem.get(s)
+        if rec is None:
+            continue
+        summary.frames.append(rec)
+        if rec["status"] == "failed":
+            summary.failures.append({"path": rec["path"], "stage": "frame", "error": rec["error"]})
     for p, s in skipped:
         summary.frames.append({"path": str(p), "stem": s, "status": "skipped"})
     for item, msg in problems:

@@ -4,7 +4,8 @@
 isolated, unsaturated local maxima in the background-subtracted frame (no model needed),
 screens each with adaptive Gaussian-weighted moments (:func:`adaptive_fwhm`), rejecting
 cosmic-ray-like (sharper than a pixel) and blended (much wider) ones, then fits the
-brightest :data:`N_FIT` with photutils' circular Gaussian PRF (``fit_fwhm``) and returns
+brightest :data:`N_FIT` with a pixel-integrated circular Gaussian (:func:`prf_fwhm`, the
+model of photutils' ``CircularGaussianPRF``) and returns
 the median: the optical FWHM, also for undersampled frames. Robust to crowding (isolation test), saturation and bad pixels (masked pixels
 near a peak disqualify it), cosmic rays (FWHM < 0.8 px rejected) and undersampling (the
 moments are pixel-integrated: a point source has FWHM >= ~1 px). When fewer than
@@ -30,10 +31,11 @@ __all__ = [
     "header_fwhm",
     "bright_peaks",
     "stellar_locus",
+    "prf_fwhm",
 ]
 
 GAUSS_FWHM = 2.3548
-#: stars fitted with photutils (brightest isolated first); ~15 ms each
+#: stars fitted (brightest isolated first); all at once in a few ms
 N_FIT = 30
 
 
@@ -204,34 +206,117 @@ def measure_fwhm(
 
 
 def _fit_prf_fwhm(img: np.ndarray, x: np.ndarray, y: np.ndarray, first: float) -> float:
-    """Median FWHM (px) of circular Gaussian PRF fits (photutils ``fit_fwhm``) to at most
-    :data:`N_FIT` of the given stars (brightest first); NaN when no fit succeeds.
+    """Median FWHM (px) of pixel-integrated circular Gaussian fits (:func:`prf_fwhm`) to at
+    most :data:`N_FIT` of the given stars (brightest first); NaN when no fit succeeds.
 
     The PRF is the Gaussian integrated over pixels, so the result is the optical FWHM
     even for undersampled frames (where pixel moments read ~40 % wide).
     """
-    import warnings
-
-    from photutils.psf import fit_fwhm
-
     half = int(np.clip(round(1.5 * first), 2, 12))
     ny, nx = img.shape
     ok = (x >= half) & (y >= half) & (x < nx - half) & (y < ny - half)
-    xy = np.column_stack([x[ok], y[ok]])[:N_FIT].astype(float)
-    if len(xy) == 0:
+    xs, ys = np.asarray(x)[ok][:N_FIT], np.asarray(y)[ok][:N_FIT]
+    if len(xs) == 0:
         return float("nan")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fits = np.asarray(fit_fwhm(img, xypos=xy, fit_shape=2 * half + 1), dtype=float)
-    except Exception:  # photutils raises several types on degenerate data
-        return float("nan")
+    fits = prf_fwhm(img, xs, ys, half, first)
     good = np.isfinite(fits) & (fits > 0.5) & (fits < 40.0)
     if good.sum() < 3:
         return float("nan")
     med = stellar_locus(fits[good])
     good &= (fits > 0.6 * med) & (fits < 1.5 * med)  # cosmic rays, blends, galaxies
     return float(np.median(fits[good])) if good.sum() >= 3 else float("nan")
+
+
+def _pixel_integrals(u: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A unit Gaussian of width ``sigma`` integrated over the pixel ``[u - 0.5, u + 0.5]``
+    (``u``: pixel centre minus source centre, px) and its derivatives with respect to the
+    source centre and to ``sigma``."""
+    from scipy.special import erf
+
+    s2 = np.sqrt(2.0) * sigma
+    a, b = (u + 0.5) / s2, (u - 0.5) / s2
+    g = 0.5 * (erf(a) - erf(b))
+    pdf_a = np.exp(-a * a) / (np.sqrt(np.pi) * s2)  # Gaussian density at u + 0.5
+    pdf_b = np.exp(-b * b) / (np.sqrt(np.pi) * s2)
+    return g, -(pdf_a - pdf_b), -((u + 0.5) * pdf_a - (u - 0.5) * pdf_b) / sigma
+
+
+def _prf_model(p: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Model stamps ``[n, k, k]`` and Jacobians ``[n, k, k, 4]`` for parameters
+    ``p = (flux, dx, dy, sigma)`` per star (offsets from the stamp centre, px)."""
+    gx, dgx_c, dgx_s = _pixel_integrals(off[None, :] - p[:, 1:2], p[:, 3:4])
+    gy, dgy_c, dgy_s = _pixel_integrals(off[None, :] - p[:, 2:3], p[:, 3:4])
+    flux = p[:, 0, None, None]
+    shape = gy[:, :, None] * gx[:, None, :]
+    jac = np.stack(
+        [
+            shape,
+            flux * gy[:, :, None] * dgx_c[:, None, :],
+            flux * dgy_c[:, :, None] * gx[:, None, :],
+            flux * (dgy_s[:, :, None] * gx[:, None, :] + gy[:, :, None] * dgx_s[:, None, :]),
+        ],
+        axis=-1,
+    )
+    return flux * shape, jac
+
+
+def prf_fwhm(
+    image: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    half: int,
+    first_fwhm: float,
+    iterations: int = 30,
+) -> np.ndarray:
+    """FWHM (px) of each star from an unweighted least-squares fit of a pixel-integrated
+    circular Gaussian (flux, centre, width; the model of photutils' ``CircularGaussianPRF``,
+    with which ``photutils.psf.fit_fwhm`` agrees to 1e-4 px) to the ``(2 half + 1)²`` stamp
+    centred on the integer pixel ``(x, y)`` of the background-subtracted ``image``.
+
+    All stars are fitted at once by a vectorised Levenberg-Marquardt iteration (a few ms
+    for 30 stars, against ~10-25 ms per star with astropy's fitter). NaN pixels carry no
+    weight; NaN where a fit has no positive flux.
+    """
+    x = np.asarray(x, dtype=int)
+    y = np.asarray(y, dtype=int)
+    n = len(x)
+    steps = np.arange(-half, half + 1)
+    off = steps.astype(float)
+    data = np.asarray(image, dtype=float)[
+        (y[:, None] + steps)[:, :, None], (x[:, None] + steps)[:, None, :]
+    ]
+    weight = np.isfinite(data).astype(float)
+    data = np.where(weight > 0, data, 0.0)
+    p = np.zeros((n, 4))
+    p[:, 0] = np.maximum(data.sum(axis=(1, 2)), 1e-6)
+    p[:, 3] = max(float(first_fwhm), 0.5) / GAUSS_FWHM
+    damping = np.full(n, 1e-3)
+    model, jac = _prf_model(p, off)
+    cost = (weight * (data - model) ** 2).sum(axis=(1, 2))
+    eye = np.eye(4)
+    for _ in range(iterations):
+        jw = (jac * weight[..., None]).reshape(n, -1, 4)
+        resid = (weight * (data - model)).reshape(n, -1)
+        normal = np.einsum("nki,nkj->nij", jw, jw)
+        grad = np.einsum("nki,nk->ni", jw, resid)
+        diag = np.maximum(np.diagonal(normal, axis1=1, axis2=2), 1e-12)
+        try:
+            lhs = normal + damping[:, None, None] * eye * diag[:, None, :]
+            step = np.linalg.solve(lhs, grad[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            break
+        trial = p + step
+        trial[:, 1:3] = np.clip(trial[:, 1:3], -half, half)
+        trial[:, 3] = np.clip(trial[:, 3], 0.05, 4.0 * half)
+        model_t, jac_t = _prf_model(trial, off)
+        cost_t = (weight * (data - model_t) ** 2).sum(axis=(1, 2))
+        better = cost_t < cost
+        p[better], cost[better] = trial[better], cost_t[better]
+        model[better], jac[better] = model_t[better], jac_t[better]
+        damping = np.where(better, damping * 0.3, damping * 10.0)
+    fwhm = GAUSS_FWHM * p[:, 3]
+    fwhm[~np.isfinite(fwhm) | (p[:, 0] <= 0)] = np.nan
+    return fwhm
 
 
 def stellar_locus(fwhm: np.ndarray, tolerance: float = 0.25, width: float = 1.2) -> float:
