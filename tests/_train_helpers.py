@@ -95,7 +95,7 @@ def compose_train(
     GlobalHydra.instance().clear()
     extra = ["export.onnx=false"]  # the ONNX export has its own tests (test_engines.py)
     if out_dir is not None:
-        extra = [
+        extra += [
             f"paths.output_dir={out_dir}",
             f"paths.log_dir={out_dir}/logs",
             f"paths.work_dir={out_dir}",

@@ -128,3 +128,20 @@ def test_benchmark_presets_live_outside_the_hydra_configs(tmp_path: Path) -> Non
         eval_config("nope")
     with pytest.raises(InputError, match="not found"):
         eval_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.slow
+def test_train_binary_end_to_end_with_the_groups(tmp_path: Path) -> None:
+    """A two-epoch run: checkpoints, CSV log and loss curve come from the shared groups."""
+    import json
+
+    from atd_dl.cli import main
+
+    out = tmp_path / "run"
+    overrides = ["model.width=4", "data.synth.n_sources=24", "data.batch_size=16"]
+    overrides += ["trainer.max_epochs=2", "trainer.accelerator=cpu"]
+    assert main(["train-binary", "--out", str(out), *overrides]) == 0
+    assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "loss_curve.png").is_file()
+    assert any((out / "csv").rglob("metrics.csv"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2 and metrics["best_val_f1"] is not None
