@@ -49,6 +49,7 @@ WORKFLOW_ORDER = (
     "masters",
     "prep",
     "train",
+    "finetune",
     "models",
     "export",
     "detect",

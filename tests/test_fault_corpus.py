@@ -764,7 +764,8 @@ def test_fuzz_catalog_readers(tmp_path_factory, ra) -> None:  # type: ignore[no-
         try:
             out = reader()
         except InputError as err:
-            assert "NaN/inf" in str(err)
+            # every row bad, or all-zero sky positions (a pixel-only SExtractor catalog)
+            assert "NaN/inf" in str(err) or "every ra/dec is 0" in str(err)
             continue
         values = np.asarray(out["ra"] if isinstance(out, Table) else out, float)
         assert np.all(np.isfinite(values))

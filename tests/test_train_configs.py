@@ -20,11 +20,23 @@ def _options(group: str) -> list[str]:
 
 
 def _instantiate_parts(cfg, *, trainer: bool = True):
+    # as train() does: a base model (model.init, experiment=finetune) brings its network
+    # and input mode
+    from omegaconf import OmegaConf
+
+    from atd_dl.lit.finetune import build_network, load_base, resolve_input_mode
+
+    init = OmegaConf.select(cfg, "model.init", default=None)
+    base = load_base(str(init)) if init else None
     with torch.device("meta"):  # full-width networks without allocating or initialising weights
-        net = hydra.utils.instantiate(cfg.model)
+        net = build_network(cfg.model, base)
     loss = hydra.utils.instantiate(cfg.loss)
     module = hydra.utils.instantiate(cfg.module, net=net, loss=loss)
-    dm = hydra.utils.instantiate(cfg.data)
+    mode = cfg.data.get("input_mode")
+    kw = (
+        {"input_mode": resolve_input_mode(base, mode)} if base is not None or mode == "auto" else {}
+    )
+    dm = hydra.utils.instantiate(cfg.data, **kw)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     out = {

@@ -130,7 +130,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("auto", "truth", "catalog"),
         default=None,
         help="reference set: simulator truth, the catalog, or auto (--reference: deprecated "
-        "alias; elsewhere --reference is a file)"
+        "alias; elsewhere --reference is a file)",
     )
     p.add_argument(
         "--limit", type=CHECKS["limit"], default=None, help="use only the first N frames"

@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         raise InputError(None, f"--out {problem}")
     overrides = list(args.overrides) + [f"paths.output_dir={Path(out).resolve()}"]
-    with initialize_config_dir(config_dir=str(config_dir(args.config_dir, CONFIG_NAME)), version_base=None):
+    with initialize_config_dir(
+        config_dir=str(config_dir(args.config_dir, CONFIG_NAME)), version_base=None
+    ):
         try:
             cfg = compose(config_name=CONFIG_NAME, overrides=overrides)
         except Exception as err:  # bad override: one line for the user

@@ -567,9 +567,7 @@ def _masters_key(masters) -> dict[str, Any] | None:
     for k in ("bias", "dark", "flat"):
         arr = getattr(masters, k, None)
         out[k] = (
-            None
-            if arr is None
-            else hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+            None if arr is None else hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
         )
     out["dark_exptime"] = getattr(masters, "dark_exptime", None)
     return out
@@ -710,9 +708,7 @@ def build_dataset(
             )
         except Exception as err:  # noqa: BLE001 - one bad frame must not stop the batch
             msg = (
-                str(err)
-                if isinstance(err, InputError)
-                else f"{path}: {type(err).__name__}: {err}"
+                str(err) if isinstance(err, InputError) else f"{path}: {type(err).__name__}: {err}"
             )
             log.error("%s", msg, exc_info=log.isEnabledFor(10))
             report.failed[name] = msg

@@ -306,7 +306,9 @@ def wcs_problem(header: fits.Header, wcs: WCS | None = None) -> str | None:
         if any(k in header for k in keys):
             default = 0.0 if kind == "CD" else None
             vals = [header.get(k, default) for k in keys]
-            vals = [(1.0 if k[-3] == k[-1] else 0.0) if v is None else v for k, v in zip(keys, vals)]
+            vals = [
+                (1.0 if k[-3] == k[-1] else 0.0) if v is None else v for k, v in zip(keys, vals)
+            ]
             m = np.asarray(vals, dtype=float).reshape(2, 2)
             if not np.any(m) or abs(float(np.linalg.det(m))) <= (1e-12 * np.max(np.abs(m))) ** 2:
                 return f"the {kind} matrix is zero or singular"
