@@ -1,4 +1,4 @@
-"""PSF-width estimator: the stellar locus among fitted widths."""
+"""PSF-width estimator: the stellar locus among fitted widths, the vectorised PRF fit."""
 
 from __future__ import annotations
 
