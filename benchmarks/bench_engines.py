@@ -92,6 +92,22 @@ def int8_network(folder: Path, planes: np.ndarray, work: Path):
     return OnnxNetwork(q8)
 
 
+def contiguous_predictor_class():
+    """TiledPredictor feeding contiguous (NCHW) tiles: the PyTorch engine before this work."""
+    import torch
+
+    from atd_dl.detect.inference import TiledPredictor
+    from atd_dl.models.inference import predict_proba
+
+    class ContiguousPredictor(TiledPredictor):
+        def predict_tiles(self, tiles: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                x = torch.from_numpy(np.ascontiguousarray(tiles))
+                return predict_proba(self.model, x)[:, 0].float().numpy()
+
+    return ContiguousPredictor
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=1600)
@@ -107,6 +123,7 @@ def main() -> int:
     from atd_dl.detect.pipeline import DetectConfig, Detector
     from atd_dl.sim import preset_config, simulate_field, write_field
 
+    ContiguousPredictor = contiguous_predictor_class()
     with tempfile.TemporaryDirectory(prefix="atd_engines_") as tmp:
         work = Path(tmp)
         sim = simulate_field(preset_config("paper", size=args.size), seed=11)
@@ -116,7 +133,7 @@ def main() -> int:
         det = Detector(torch_net, meta, DetectConfig(device="cpu"))
         prepared = det.prepare(frame)
         planes = det.input_planes(prepared)
-        eager = TiledPredictor(copy.deepcopy(torch_net), tile=None, device="cpu")
+        eager = ContiguousPredictor(copy.deepcopy(torch_net), tile=None, device="cpu")
         eager.model = eager.model.to(memory_format=torch.contiguous_format)  # old engine
         engines = {
             "torch-eager": eager,
