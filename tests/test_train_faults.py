@@ -154,3 +154,22 @@ def test_worker_input_error_is_one_line(data: dict[str, Path], tmp_path: Path) -
     with pytest.raises(InputError) as info, worker_input_errors():
         list(sample_loader(ds, 1, False, num_workers=1, pin_memory=False))
     assert str(info.value) == f"{png}: missing or unreadable image"
+
+
+@pytest.mark.slow
+def test_root_train_script_reports_one_line(tmp_path: Path) -> None:
+    """`python train.py` (the Hydra script) ends a user error in one line, exit code 2,
+    and leaves no run folder."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, str(repo / "train.py"), "experiment=quick",
+         f"data.data_dir={tmp_path / 'nope'}", f"paths.log_dir={tmp_path / 'logs'}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-1500:]
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].endswith("nope: dataset folder not found")
+    assert not list((tmp_path / "logs").rglob(".hydra"))
