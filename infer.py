@@ -69,6 +69,7 @@ def run_infer(cfg: DictConfig) -> dict[str, Any]:
         output,
         masters=masters,
         workers=int(c["workers"]),
+        jobs=int(c.get("jobs") or 1),
         progress=bool(c["progress"]),
         on_failure=lambda msg: log.error(msg),
     )
