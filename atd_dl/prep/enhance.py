@@ -143,9 +143,12 @@ def upsample_mesh(
         eye = np.eye(n_mesh)
         return zoom(eye, (int(box), 1), order=3, mode="reflect", grid_mode=True)[:n_out]
 
-    wy = weights(mesh.shape[0], int(box_size[0]), int(shape[-2]))
+    wy = weights(mesh.shape[0], int(box_size[0]), int(shape[-2])).astype(np.float32)
     wx = weights(mesh.shape[1], int(box_size[1]), int(shape[-1]))
-    return np.clip(wy @ mesh @ wx.T, mesh.min(), mesh.max()).astype(np.float32)
+    rows = (mesh @ wx.T).astype(np.float32)  # [mesh_y, nx], small
+    out = wy @ rows  # one float32 frame-sized array (no float64 temporaries)
+    lo, hi = np.float32(mesh.min()), np.float32(mesh.max())
+    return np.clip(out, lo, hi, out=out)
 
 
 def _global_background(data: np.ndarray, good: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
