@@ -32,6 +32,7 @@ def run_infer(cfg: DictConfig) -> dict[str, Any]:
 
     keys = ("inputs", "model_path", "out", "engine", "overwrite", "workers", "progress")
     c: dict[str, Any] = {k: cfg[k] for k in keys}
+    c["jobs"] = cfg.get("jobs", 1)
     for k in ("calib", "outputs", "detect", "postprocess", "distributed"):
         c[k] = OmegaConf.to_container(cfg[k], resolve=True) if k in cfg else {}
     if not isinstance(c["inputs"], (str, int, float)):
@@ -39,6 +40,9 @@ def run_infer(cfg: DictConfig) -> dict[str, Any]:
     inputs = c["inputs"] if isinstance(c["inputs"], list) else [c["inputs"]]
     if not inputs:
         raise InputError(None, "no inputs: pass inputs=[FILE_OR_FOLDER_OR_GLOB,...]")
+    if cfg.get("threshold") is not None:  # deprecated top-level alias of detect.threshold
+        log.warning("infer.py threshold= is deprecated: use detect.threshold=")
+        c["detect"] = {**(c["detect"] or {}), "threshold": float(cfg["threshold"])}
     # every field from infer.yaml's detect / postprocess groups (the dataclasses' defaults)
     config = DetectConfig(
         postprocess=PostprocessConfig(**(c.get("postprocess") or {})), **(c["detect"] or {})

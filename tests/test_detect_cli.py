@@ -180,6 +180,9 @@ def test_infer_py_single_process_and_lightning_predict(setup, tmp_path, monkeypa
     a = read_catalog(tmp_path / "a" / f"{frame.name.removesuffix('.fits')}.cat.fits")
     b = read_catalog(tmp_path / "b" / f"{frame.name.removesuffix('.fits')}.cat.fits")
     assert len(a) == len(b) and np.allclose(a["x"], b["x"])
+    # the deprecated top-level threshold= still works (as detect.threshold=)
+    s3 = infer.run_infer(_infer_cfg([*common, f"out={tmp_path / 'c'}", "threshold=0.33"]))
+    assert s3["threshold"] == pytest.approx(0.33)
 
 
 @pytest.mark.slow
