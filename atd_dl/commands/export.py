@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             if not folder.is_dir():
                 raise InputError(folder, "not a model folder")
-            path = export_onnx(None, folder)
+            path = export_onnx(folder)
         except InputError as err:
             print(f"error: {err}")
             failed += 1

@@ -72,9 +72,9 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-def device_kind(device: str | None) -> str:
-    """``"cpu"`` or ``"cuda"`` for a device string (``None``/``"auto"`` resolved), without
-    importing torch when the answer is the CPU."""
+def device_kind(device: Any) -> str:
+    """``"cpu"`` or ``"cuda"`` for a device (string, torch device, ``None``/``"auto"``
+    resolved), without importing torch when the answer is the CPU."""
     if device is None or str(device) == "auto":
         return "cuda" if cuda_available() else "cpu"
     return "cpu" if str(device).startswith("cpu") else "cuda"
@@ -125,7 +125,7 @@ def load_detector(
 def _onnx_network(folder: Path, engine: str, device: Any) -> OnnxNetwork | None:
     """The folder's ONNX network when ``engine`` allows it on this device, else None
     (``engine="onnx"`` raises instead, naming what is missing)."""
-    if device_kind(None if device is None else str(device)) != "cpu":
+    if device_kind(device) != "cpu":
         if engine == "onnx":
             raise InputError(folder, "the onnx engine runs on the CPU only (use --device cpu)")
         return None
@@ -235,7 +235,7 @@ class TiledPredictor:
             raise ValueError(f"tile must be a multiple of 16 (>= 16), got {tile}")
         self.onnx = isinstance(model, OnnxNetwork)
         if self.onnx:
-            if device_kind(None if device is None else str(device)) != "cpu":
+            if device_kind(device) != "cpu":
                 raise InputError(model.path, "the onnx engine runs on the CPU only")
             self.device: Any = "cpu"
         else:
@@ -243,7 +243,6 @@ class TiledPredictor:
         on_cuda = str(self.device).startswith("cuda")
         # tile=None: automatic. On CUDA 1024² tiles batched to fill the memory; on CPU tiles
         # shaped to the frame, at most CPU_MAX_TILE a side (0 marks "plan per frame")
-        self.auto_tile = tile is None
         self.tile = int(tile) if tile is not None else (1024 if on_cuda else 0)
         self.overlap = int(overlap)
         self.amp = bool(amp) and on_cuda

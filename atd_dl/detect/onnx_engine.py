@@ -17,16 +17,12 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from atd_dl.errors import InputError
 from atd_dl.io.atomic import atomic_output
 from atd_dl.io.resume import file_sha256
-
-if TYPE_CHECKING:
-    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +43,13 @@ def onnxruntime_available() -> bool:
     return True
 
 
-def export_onnx(model: nn.Module | None, folder: str | Path) -> Path | None:
+def export_onnx(folder: str | Path) -> Path | None:
     """Write ``folder/model.onnx`` from the weights in ``folder/model.safetensors``.
 
     The network is rebuilt from the folder (so the ONNX graph holds exactly the weights the
-    PyTorch engine loads, fp16 rounding included; ``model`` is unused and may be None) and
-    traced with dynamic batch, height and width. Returns the path, or None when the
-    ``onnx`` package (needed to write the metadata) is not installed.
+    PyTorch engine loads, fp16 rounding included) and traced with dynamic batch, height and
+    width. Returns the path, or None when the ``onnx`` package (needed to write the
+    metadata) is not installed.
     """
     try:
         import onnx
@@ -91,32 +87,9 @@ def export_onnx(model: nn.Module | None, folder: str | Path) -> Path | None:
 
 
 def usable_onnx(folder: str | Path) -> Path | None:
-    """``folder/model.onnx`` when it exists, onnxruntime is installed and the file was
-    exported from the folder's current weights; else None (with a log line saying why)."""
-    folder = Path(folder)
-    path = folder / ONNX_FILE
-    if not folder.is_dir() or not path.is_file() or not onnxruntime_available():
-        return None
-    recorded = _read_metadata(path).get(WEIGHTS_HASH_KEY)
-    if recorded != file_sha256(folder / WEIGHTS_FILE):
-        log.warning(
-            "%s: not exported from this folder's weights; using PyTorch "
-            "(refresh it with: atd-dl export %s)",
-            path,
-            folder,
-        )
-        return None
-    return path
-
-
-def _read_metadata(path: Path) -> dict[str, str]:
-    import onnxruntime as ort
-
-    try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own exception types
-        raise InputError(path, f"not a readable ONNX model ({str(err).splitlines()[0]})") from None
-    return dict(sess.get_modelmeta().custom_metadata_map)
+    """``folder/model.onnx`` when :func:`load_onnx_network` would use it, else None."""
+    network = load_onnx_network(folder, threads=1)
+    return None if network is None else network.path
 
 
 def cpu_threads() -> int:
@@ -158,6 +131,8 @@ class OnnxNetwork:
                 self.path, f"not a readable ONNX model ({str(err).splitlines()[0]})"
             ) from None
         self.input_name = self.session.get_inputs()[0].name
+        #: the metadata written by :func:`export_onnx` (weights SHA-256 ...)
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def __call__(self, planes: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(planes, dtype=np.float32)
@@ -179,11 +154,20 @@ def logits_to_probability(logits: np.ndarray) -> np.ndarray:
 
 
 def load_onnx_network(folder: str | Path, threads: int | None = None) -> OnnxNetwork | None:
-    """The folder's :class:`OnnxNetwork`, or None when :func:`usable_onnx` says no."""
-    path = usable_onnx(folder)
-    return None if path is None else OnnxNetwork(path, threads)
-
-
-def describe(network: Any) -> str:
-    """Short engine name for logs and catalog headers."""
-    return "onnxruntime" if isinstance(network, OnnxNetwork) else "torch"
+    """The folder's :class:`OnnxNetwork` when ``model.onnx`` exists, onnxruntime is installed
+    and the file was exported from the folder's current weights; else None (with a log line
+    when the file is stale). One ONNX Runtime session serves the check and the inference."""
+    folder = Path(folder)
+    path = folder / ONNX_FILE
+    if not path.is_file() or not onnxruntime_available():
+        return None
+    network = OnnxNetwork(path, threads)
+    if network.metadata.get(WEIGHTS_HASH_KEY) != file_sha256(folder / WEIGHTS_FILE):
+        log.warning(
+            "%s: not exported from this folder's weights; using PyTorch "
+            "(refresh it with: atd-dl export %s)",
+            path,
+            folder,
+        )
+        return None
+    return network

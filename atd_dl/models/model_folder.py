@@ -194,7 +194,7 @@ def save_model_folder(
     if onnx:
         from atd_dl.detect.onnx_engine import export_onnx
 
-        export_onnx(model, out)
+        export_onnx(out)
     return out
 
 
