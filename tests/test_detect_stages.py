@@ -11,7 +11,6 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from atd_dl.detect import deblend
 from atd_dl.detect.catalog import CATALOG_COLUMNS, COLUMN_SPECS, empty_catalog
 from atd_dl.detect.catalog_io import read_catalog, write_catalog
 from atd_dl.detect.components import (
@@ -29,10 +28,9 @@ from atd_dl.detect.flags import (
     from_legacy,
     source_flags,
 )
-from atd_dl.detect.measure import measure_sources, reference_psf
-from atd_dl.detect.postprocess import segment_sources
+from atd_dl.detect.measure import measure_sources
+from atd_dl.detect.postprocess import deblended_sources, segment_sources
 from atd_dl.detect.regions import regions_text
-from atd_dl.detect.trails import find_trails
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "detect.md"
 
@@ -50,18 +48,8 @@ def _stages(img, prob, cfg=None, fwhm=2.3548):
     frame = frame_image(prob, img, mask=None, saturated=None, poisson=False)
     comps = find_components(prob, 0.5, min_area=cfg.min_area, small_peak_prob=cfg.small_peak_prob)
     frame = with_noise(frame, 1.0, comps.binary > 0)
-    pix = component_pixels(comps, frame)
-    props = component_properties(comps, pix, frame)
-    smooth = deblend.gaussian_smooth(frame.image, cfg.peak_smooth_sigma)
-    nf = deblend.smoothing_noise_factor(cfg.peak_smooth_sigma)
-    trail = find_trails(comps, props, frame, smooth, nf, cfg)
-    peaks = deblend.find_component_peaks(smooth, comps, pix, nf, cfg)
-    imom = deblend.intensity_moments(
-        pix.label, pix.index, img.shape[1], comps.n, pix.value, pix.var
-    )
-    psf = reference_psf(frame, pix, props, peaks, imom, trail, fwhm, cfg)
-    split = deblend.deblend_components(comps, pix, props, peaks, imom, psf, trail, smooth, cfg)
-    sources = deblend.assign_sources(comps, pix, props, split, trail)
+    d = deblended_sources(frame, comps, fwhm, cfg)
+    pix, props, trail, split, sources, psf = d.pix, d.props, d.trail, d.split, d.sources, d.psf
     return frame, comps, pix, props, trail, split, sources, psf, cfg
 
 

@@ -56,7 +56,10 @@ from atd_dl.detect.catalog import (
     empty_catalog,
 )
 from atd_dl.detect.components import (
+    ComponentProps,
+    Components,
     FrameImage,
+    Pixels,
     component_pixels,
     component_properties,
     find_components,
@@ -68,6 +71,7 @@ from atd_dl.detect.deblend import Sources
 from atd_dl.detect.flags import source_flags
 from atd_dl.detect.measure import (
     Measurements,
+    PsfReference,
     aperture_radius,
     measure_sources,
     reference_psf,
@@ -77,8 +81,10 @@ from atd_dl.detect.trails import find_trails
 __all__ = [
     "CATALOG_COLUMNS",
     "STANDARD_COLUMNS",
+    "Deblended",
     "Extraction",
     "PostprocessConfig",
+    "deblended_sources",
     "extract_sources",
     "segment_sources",
 ]
@@ -135,6 +141,34 @@ def segment_sources(
     frame = with_noise(frame, background_rms_e, comps.binary > 0)
     if comps.n == 0:
         return _no_sources(frame, fwhm, unit, cfg)
+    d = deblended_sources(frame, comps, fwhm, cfg)
+    meas = measure_sources(frame, prob, d.pix, d.props, d.sources, d.split, d.psf.fwhm, cfg)
+    flags = _flags(d.sources, meas, frame.shape, edge, cfg)
+    table = SourceCatalog(d.sources, meas, flags, unit).to_table()
+    radius = float(meas.aperture_radius)
+    fw = d.psf.fwhm
+    table.meta.update(_table_meta(threshold, fw, radius, unit, comps.n, frame.rms_median))
+    return Extraction(table, d.sources.segmap, fw, radius, comps.n, frame.rms_median)
+
+
+@dataclass
+class Deblended:
+    """The records of stages 2-3 (pixels, properties, trails, reference PSF, deblending)."""
+
+    pix: Pixels
+    props: ComponentProps
+    trail: np.ndarray
+    psf: PsfReference
+    split: deblend.Split
+    sources: Sources
+
+
+def deblended_sources(
+    frame: FrameImage, comps: Components, fwhm: float | None, cfg: PostprocessConfig
+) -> Deblended:
+    """Stages 2-3 on the components of ``frame``: per-component pixels and properties,
+    trails, peaks, the reference PSF (``fwhm`` px, measured when None) and the deblended
+    sources with their segmentation map."""
     pix = component_pixels(comps, frame)
     props = component_properties(comps, pix, frame)
     smooth = deblend.gaussian_smooth(frame.image, cfg.peak_smooth_sigma)
@@ -147,12 +181,7 @@ def segment_sources(
     psf = reference_psf(frame, pix, props, peaks, imom, trail, fwhm, cfg)
     split = deblend.deblend_components(comps, pix, props, peaks, imom, psf, trail, smooth, cfg)
     sources = deblend.assign_sources(comps, pix, props, split, trail)
-    meas = measure_sources(frame, prob, pix, props, sources, split, psf.fwhm, cfg)
-    flags = _flags(sources, meas, frame.shape, edge, cfg)
-    table = SourceCatalog(sources, meas, flags, unit).to_table()
-    radius = float(meas.aperture_radius)
-    table.meta.update(_table_meta(threshold, psf.fwhm, radius, unit, comps.n, frame.rms_median))
-    return Extraction(table, sources.segmap, psf.fwhm, radius, comps.n, frame.rms_median)
+    return Deblended(pix, props, trail, psf, split, sources)
 
 
 def _no_sources(
