@@ -8,7 +8,7 @@ Usage::
 Validation set (never the test seeds of ``benchmarks/eval_matrix.py``): randomised frames
 (``atd_dl.sim.randomized``) at FWHM {1.3, 2.5, 4.5} px x density {sparse, paper, crowded},
 one hard frame and one near-empty frame, plus source-free frames (Gaussian sigma 3 and
-30 ADU, Poisson mean 0.5, 2, 50 and 1000 counts; 512²-1024², and one 600 x 1400). For each
+30 ADU, Poisson mean 0.2, 0.5, 2, 50 and 1000 counts; 512²-1024², and one 600 x 1400). For each
 threshold: strict one-to-one P/R/F1 pooled and per frame (3 px, 3 px edge cut, G = true
 stars with 3x3 SNR >= 2) and detections per 10^5 px on the source-free frames. The
 chosen threshold maximises the mean per-frame F1 (frames with >= 20 reference stars)
@@ -64,6 +64,7 @@ def _validation_frames(size: int, seed: int, folder: Path) -> tuple[list, list, 
         array_frame(noise_frame((1024, 1024), "gaussian", 30.0, rng)),
         array_frame(noise_frame((1024, 1024), "poisson", 2.0, rng), gain=1.0),
         array_frame(noise_frame((512, 512), "poisson", 0.5, rng), gain=1.0),
+        array_frame(noise_frame((1024, 1024), "poisson", 0.2, rng), gain=1.0),
         array_frame(noise_frame((1024, 1024), "poisson", 50.0, rng), gain=1.0),
         array_frame(noise_frame((600, 1400), "poisson", 1000.0, rng), gain=1.0),
     ]

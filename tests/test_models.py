@@ -55,8 +55,24 @@ def test_build_model_records_full_spec():
             "base_width": 8,
             "depth": 3,
             "fem_dw_multiplier": 1,
+            "widths": None,
         },
     }
+
+
+def test_explicit_level_widths_set_depth_and_channels():
+    net = build_model("atd_unet", in_channels=2, widths=[16, 16, 32, 48])
+    assert net.widths == [16, 16, 32, 48] and net.depth == 3
+    assert net.model_spec["kwargs"]["widths"] == [16, 16, 32, 48]
+    out = net.eval()(torch.randn(1, 2, 40, 56))  # not a multiple of 8: padded and cropped
+    assert out.shape == (1, 2, 40, 56)
+    slim = sum(p.numel() for p in net.parameters())
+    doubling = sum(
+        p.numel() for p in build_model("atd_unet", in_channels=2, base_width=16).parameters()
+    )
+    assert slim < doubling / 4
+    with pytest.raises(ValueError, match="widths"):
+        build_model("atd_unet", widths=[16])
 
 
 @pytest.mark.parametrize("num_classes", [1, 2])

@@ -21,6 +21,8 @@ bottom/right (edge values) and the output is cropped back, so any tile size work
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,7 +31,7 @@ from atd_dl.models.blocks import DoubleConv, pad_to_multiple
 from atd_dl.models.fem import FEMDoubleConv
 from atd_dl.models.registry import register_model
 
-__all__ = ["UNet", "unet", "atd_unet"]
+__all__ = ["UNet", "unet", "atd_unet", "level_widths"]
 
 
 class _Up(nn.Module):
@@ -44,6 +46,24 @@ class _Up(nn.Module):
         return self.conv(torch.cat([skip, deep], dim=1))
 
 
+def level_widths(base_width: int, depth: int, widths: Sequence[int] | None = None) -> list[int]:
+    """Channel width of each level, full resolution first.
+
+    ``widths`` given: those (``depth`` is then ``len(widths) - 1``); else the U-Net rule
+    ``base_width · 2**level`` for ``depth + 1`` levels. Slower-growing widths
+    (``[16, 24, 32, 48]``) keep the receptive field and cut the cost per pixel, most of
+    which sits in the deep levels' decoders.
+    """
+    if widths is not None:
+        out = [int(w) for w in widths]
+        if len(out) < 2 or min(out) < 1:
+            raise ValueError(f"widths needs >= 2 positive entries, got {list(widths)}")
+        return out
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    return [base_width * 2**i for i in range(depth + 1)]
+
+
 class UNet(nn.Module):
     """U-Net with an optional Feature Enhancement Module in the first encoder block."""
 
@@ -55,15 +75,15 @@ class UNet(nn.Module):
         depth: int = 3,
         fem: bool = False,
         fem_dw_multiplier: int = 1,
+        widths: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+        widths = level_widths(base_width, depth, widths)
+        depth = len(widths) - 1
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.depth = depth
         self.num_classes = num_classes
-        widths = [base_width * 2**i for i in range(depth + 1)]
         self.widths = widths
         first = (
             FEMDoubleConv(in_channels, widths[0], fem_dw_multiplier)
@@ -106,8 +126,18 @@ def atd_unet(
     base_width: int = 64,
     depth: int = 3,
     fem_dw_multiplier: int = 1,
+    widths: Sequence[int] | None = None,
 ) -> UNet:
-    """ATD-DL U-Net: U-Net with the Feature Enhancement Module in the first encoder block."""
+    """ATD-DL U-Net: U-Net with the Feature Enhancement Module in the first encoder block.
+
+    ``widths`` (e.g. ``[16, 24, 32, 48]``) overrides the doubling rule (:func:`level_widths`).
+    """
     return UNet(
-        in_channels, num_classes, base_width, depth, fem=True, fem_dw_multiplier=fem_dw_multiplier
+        in_channels,
+        num_classes,
+        base_width,
+        depth,
+        fem=True,
+        fem_dw_multiplier=fem_dw_multiplier,
+        widths=widths,
     )

@@ -3,7 +3,8 @@
 The ``paper`` simulator (:mod:`atd_dl.sim.simulate`) reproduces one camera. A detector that
 must work on any camera learns from this generator instead: every field draws its own
 PSF (FWHM 1-6 px, Moffat beta 2-5, ellipticity, a FWHM gradient), noise regime (sky from
-0.05 to 10^4 e-/px, read noise 1-15 e-, gain 0.5-10 e-/ADU, quantisation), star density
+0.05 to 10^4 e-/px, read noise 1-15 e-, gain 0.5-10 e-/ADU, quantisation; 8 % photon-counting
+fields with ~no read noise), star density
 (~40 to ~40,000 stars with optimal SNR >= 3 per 10^6 px, clusters, near-empty fields),
 galaxies, nebulosity, gradients, amplifier glow, saturated stars with bleeds, halos and
 diffraction spikes, hot pixels, bad columns, cosmic rays, row banding, correlated noise
@@ -164,7 +165,9 @@ def draw_field_params(
         density = 1.0 if u() < 0.08 else _loguniform(rng, 30.0, 40_000.0)
     p = (lambda q: u() < q) if hard is None else (lambda q: bool(hard) and u() < max(q, 0.5))
     regime = u()
-    if regime < 0.25:  # read-noise limited (short exposures, fast cameras)
+    if regime < 0.08:  # photon counting (EMCCD, counting detectors): ~no read noise
+        sky = _loguniform(rng, 0.02, 5.0)
+    elif regime < 0.25:  # read-noise limited (short exposures, fast cameras)
         sky = _loguniform(rng, 0.05, 5.0)
     elif regime < 0.75:
         sky = _loguniform(rng, 5.0, 500.0)
@@ -172,6 +175,10 @@ def draw_field_params(
         sky = _loguniform(rng, 500.0, 1.0e4)
     gain = _loguniform(rng, 0.5, 10.0)
     full_well = min(_loguniform(rng, 2.0e4, 2.0e5), 60000.0 * gain)
+    # cameras digitise read noise at >= ~0.7 ADU; photon counting reads out whole photons
+    read_noise = max(_loguniform(rng, 1.0, 15.0), 0.7 * gain)
+    if regime < 0.08:
+        gain, read_noise = 1.0, read_noise * 0.02
     return RandomFieldParams(
         shape=(int(shape[0]), int(shape[1])),
         fwhm_px=fw,
@@ -181,8 +188,7 @@ def draw_field_params(
         grad_x=float(u(-0.2, 0.2)),
         grad_y=float(u(-0.2, 0.2)),
         sky_e=sky,
-        # cameras digitise read noise at >= ~0.7 ADU
-        read_noise_e=max(_loguniform(rng, 1.0, 15.0), 0.7 * gain),
+        read_noise_e=read_noise,
         gain_e_per_adu=gain,
         bias_adu=float(u(0.0, 1000.0)),
         full_well_e=full_well,
