@@ -378,6 +378,7 @@ def prepare_training_frame(
         filter_size=config.background_filter,
         source=path,
     )
+    assert enh.image8 is not None  # stretch=True
     columns = None if config.catalog_columns is None else dict(config.catalog_columns)
     catalog = read_reference_catalog(cat_path, columns=columns)
     projected = project_catalog(catalog, frame.wcs, frame.shape, epoch=frame.date_obs)

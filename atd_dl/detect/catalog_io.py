@@ -345,7 +345,13 @@ def _write_overlay(
     from atd_dl.detect.overlay import write_overlay_png
 
     frame = prepared.frame
-    img8 = prepared.image8 if prepared.image8 is not None else np.zeros(frame.shape, np.uint8)
+    img8 = prepared.image8
+    if img8 is None and prepared.subtracted_adu is not None:  # not needed by the model
+        from atd_dl.prep.enhance import zscale_stretch
+
+        img8 = zscale_stretch(prepared.subtracted_adu, frame.mask, source=frame.path)[0]
+    if img8 is None:
+        img8 = np.zeros(frame.shape, np.uint8)
     shown = ex.catalog
     if frame.origin != (0, 0) and len(shown):  # drawn on the trimmed image
         shown = shown.copy(copy_data=True)

@@ -28,7 +28,7 @@ class PreparedFrame:
     """A frame ready for inference: calibrated, enhanced, in electrons when possible."""
 
     frame: Frame
-    image8: np.ndarray | None  # uint8 stretched frame (None when no finite pixel)
+    image8: np.ndarray | None  # uint8 stretched frame (None when empty or not needed)
     image_e: np.ndarray | None  # background-subtracted frame (electrons or ADU)
     rms_e: np.ndarray | None  # background rms map (same unit)
     background_rms_adu: np.ndarray | None
@@ -44,7 +44,7 @@ class PreparedFrame:
     @property
     def empty(self) -> bool:
         """True when the frame had no usable pixel (empty catalog)."""
-        return self.image8 is None
+        return self.subtracted_adu is None
 
 
 @dataclass

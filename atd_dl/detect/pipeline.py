@@ -161,6 +161,7 @@ def prepare_frame(
     background_box: int = 50,
     background_filter: int = 3,
     checksum: bool = True,
+    stretch: bool = True,
 ) -> PreparedFrame:
     """Read (when given a path), calibrate and enhance a frame; see the module docstring.
 
@@ -196,7 +197,9 @@ def prepare_frame(
         name = frame.path if frame.path is not None else "frame"
         empty.warnings.append(f"{name}: no finite unmasked pixel; empty catalog")
         return empty
-    return _enhance(empty, background_box=background_box, background_filter=background_filter)
+    return _enhance(
+        empty, background_box=background_box, background_filter=background_filter, stretch=stretch
+    )
 
 
 def _read_source(
@@ -211,10 +214,11 @@ def _read_source(
 
 
 def _enhance(
-    prepared: PreparedFrame, *, background_box: int, background_filter: int
+    prepared: PreparedFrame, *, background_box: int, background_filter: int, stretch: bool
 ) -> PreparedFrame:
     """Enhance a read (and calibrated) frame with usable pixels, measure its PSF width;
-    ``prepared`` holds the frame, gain, unit, checksum and calibration, no images yet."""
+    ``prepared`` holds the frame, gain, unit, checksum and calibration, no images yet.
+    ``stretch``: also the ZScale 8-bit image (paper-mode input, overlays)."""
     from atd_dl.prep.enhance import enhance_frame
 
     frame, g, timings = prepared.frame, prepared.gain, prepared.timings
@@ -228,6 +232,7 @@ def _enhance(
         filter_size=background_filter,
         source=frame.path,
         notes=notes,
+        stretch=stretch,
     )
     scale = np.float32(g if g else 1.0)
     image_e = enh.subtracted * scale
@@ -344,6 +349,11 @@ class Detector:
         engine = self.meta.get("engine")
         return f"{self.predictor.device} ({engine})" if engine else str(self.predictor.device)
 
+    @property
+    def needs_stretch(self) -> bool:
+        """True when this model's input is the ZScale 8-bit image (paper models)."""
+        return self.meta.get("input") != SIGMA_INPUT_KIND
+
     def prepare(
         self, source: str | Path | Frame, *, masters: Any = None
     ) -> PreparedFrame | PreparedMosaic:
@@ -358,6 +368,7 @@ class Detector:
             gain=c.gain,
             background_box=c.background_box,
             background_filter=c.background_filter,
+            stretch=self.needs_stretch,
         )
         if isinstance(source, (str, Path)) and c.hdu is None:
             hdus = image_hdus(source)
@@ -378,7 +389,6 @@ class Detector:
         the same function as in training) or the ZScale 8-bit planes (paper models)."""
         from atd_dl.detect.inference import model_input
 
-        assert prepared.image8 is not None
         if self.meta.get("input") == SIGMA_INPUT_KIND:
             assert prepared.subtracted_adu is not None and prepared.background_rms_adu is not None
             return significance_planes(
@@ -388,6 +398,7 @@ class Detector:
                 saturated=prepared.frame.saturated,
             )
         bad = prepared.frame.mask | ~np.isfinite(prepared.frame.data)
+        assert prepared.image8 is not None, "prepared without the stretch (needs_stretch)"
         return model_input(
             prepared.image8,
             channels=self.channels,
@@ -397,7 +408,7 @@ class Detector:
 
     def infer(self, prepared: PreparedFrame) -> np.ndarray:
         """Stitched probability map ``[ny, nx]`` float32 of a prepared frame."""
-        if prepared.image8 is None:
+        if prepared.empty:
             return np.zeros(prepared.frame.shape, dtype=np.float32)
         return self.predictor.predict(self.input_planes(prepared))
 

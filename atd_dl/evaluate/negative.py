@@ -221,6 +221,7 @@ def _prepare(detector: Any, frame: Frame, notes: list[str]) -> Any:
         background_box=c.background_box,
         background_filter=c.background_filter,
         checksum=False,
+        stretch=getattr(detector, "needs_stretch", True),
     )
     for note in prepared.warnings:
         if note not in notes:

@@ -56,12 +56,12 @@ __all__ = [
 class Enhanced:
     """Result of :func:`enhance_frame` for one whole frame.
 
-    ``image8`` uint8 ``[ny, nx]`` stretched image; ``background`` / ``background_rms``
+    ``image8`` uint8 ``[ny, nx]`` stretched image (None when not asked for); ``background`` / ``background_rms``
     float32 maps (ADU); ``subtracted`` float32 ``data - background`` (NaN where the data
     are non-finite); ``vmin`` / ``vmax`` the ZScale limits (ADU, background-subtracted).
     """
 
-    image8: np.ndarray
+    image8: np.ndarray | None
     background: np.ndarray
     background_rms: np.ndarray
     subtracted: np.ndarray
@@ -296,11 +296,14 @@ def enhance_frame(
     exclude_percentile: float = 10.0,
     source: str | Path | None = None,
     notes: list[str] | None = None,
+    stretch: bool = True,
 ) -> Enhanced:
     """Background-subtract the whole frame and ZScale-stretch it to 8 bits.
 
     ``data`` ``[ny, nx]`` in ADU; ``mask`` True = unusable pixel (kept out of the
     background and ZScale statistics). See the module docstring for the choices made.
+    ``stretch=False`` skips the stretch (``image8`` None, limits NaN): inputs that do not
+    use it save its cost and astropy.visualization's import.
     """
     data = np.asarray(data, dtype=np.float32)
     background, rms = estimate_background(
@@ -313,7 +316,9 @@ def enhance_frame(
         notes=notes,
     )
     subtracted = data - background
-    image8, vmin, vmax = zscale_stretch(subtracted, mask, source=source)
+    image8, vmin, vmax = (
+        zscale_stretch(subtracted, mask, source=source) if stretch else (None, np.nan, np.nan)
+    )
     return Enhanced(
         image8=image8,
         background=background,
@@ -375,12 +380,15 @@ def table1_metrics(
     if enhanced is None:
         enhanced = enhance_frame(data, mask, box=box, filter_size=filter_size, source=source)
     zscale_only, _, _ = zscale_stretch(data, mask, source=source)
+    enhanced8 = enhanced.image8
+    if enhanced8 is None:
+        enhanced8 = zscale_stretch(enhanced.subtracted, mask, source=source)[0]
     outside = ~np.isfinite(data)
     rows: list[dict[str, float | str]] = []
     for method, image in (
         ("original", linear_uint8(data)),
         ("zscale", zscale_only),
-        ("background_zscale", enhanced.image8),
+        ("background_zscale", enhanced8),
     ):
         metrics = quality_metrics(image, outside)
         rows.append({"method": method, **metrics._asdict()})
