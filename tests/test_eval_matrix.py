@@ -1,4 +1,5 @@
-"""``benchmarks/eval_matrix.py``: the quick path on one small cell (shipped model + sep)."""
+"""The evaluation matrix (``atd-dl benchmark --matrix``, ``benchmarks/eval_matrix.py``): the
+quick path on one small cell (shipped model + sep)."""
 
 from __future__ import annotations
 
@@ -75,8 +76,10 @@ def test_quick_matrix_one_cell(tmp_path):
     md = (out / "matrix.md").read_text()
     assert "Strict F1" in md and "| f2.5-paper |" in md and "wins strict F1" in md
 
-    # a re-run re-scores from the caches: no frame is simulated or detected again
-    assert script.main(argv) == 0
+    # a re-run (through the CLI) re-scores from the caches: nothing simulated or detected again
+    from atd_dl.cli import main as cli_main
+
+    assert cli_main(["benchmark", "--matrix", *argv]) == 0
     again = json.loads((out / "matrix.json").read_text())["cells"]["f2.5-paper"]
     assert again["methods"]["sep"]["cache"] == {"hits": 1, "misses": 0}
     assert again["methods"]["default"]["cache"] == {"hits": 1, "misses": 0}

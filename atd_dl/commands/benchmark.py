@@ -82,6 +82,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
+        "--matrix",
+        nargs=argparse.REMAINDER,
+        default=None,
+        metavar="MATRIX_OPTION",
+        help="run the evaluation matrix instead (FWHM x density cells, hard and near-empty "
+        "frames; baselines tuned per cell on validation frames): every option after "
+        "--matrix is the matrix's own, see `atd-dl benchmark --matrix --help`",
+    )
+    p.add_argument(
         "--config",
         type=Path,
         default=None,
@@ -275,6 +284,10 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and write the report; exit code 1 if any frame failed."""
+    if getattr(args, "matrix", None) is not None:
+        from atd_dl.evaluate.matrix_cli import main as matrix_main
+
+        return matrix_main(list(args.matrix))
     from atd_dl.evaluate.benchmark import run_benchmark
     from atd_dl.evaluate.sweep import EvalSettings
 
