@@ -12,7 +12,11 @@ one hard frame and one near-empty frame, plus source-free frames (Gaussian sigma
 threshold: strict one-to-one P/R/F1 pooled and per frame (3 px, 3 px edge cut, G = true
 stars with 3x3 SNR >= 2) and detections per 10^5 px on the source-free frames. The
 chosen threshold maximises the mean per-frame F1 (frames with >= 20 reference stars)
-with at most ``--max-false`` detections per 10^5 px on noise. ``--write`` stores it in the model's thresholds.json.
+with at most ``--max-false`` detections per 10^5 px on noise. Then false-discovery-rate
+rules (``--fdr``; :mod:`atd_dl.detect.adaptive_threshold`) are scored with that threshold as
+their ceiling and the noise maxima of the source-free frames as their null; the best is
+adopted when it raises the mean frame F1 by ``--rule-gain`` within the same false-alarm
+limit. ``--write`` stores the threshold (and an adopted rule) in the model's thresholds.json.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from atd_dl.detect.pipeline import DetectConfig
 
 CELLS = [(fw, dens) for fw in (1.3, 2.5, 4.5) for dens in ("sparse", "paper", "crowded")] + [
     (2.5, "hard"),
@@ -71,6 +78,37 @@ def _validation_frames(size: int, seed: int, folder: Path) -> tuple[list, list, 
     return frames, refs, noise
 
 
+def _per_frame_rule(detector, scored, best, args) -> tuple[Any, list[dict]]:
+    """Score false-discovery-rate rules (atd_dl.detect.adaptive_threshold) with ``best`` as
+    the noise-safe ceiling and the noise maxima of the source-free validation frames; the
+    best one is adopted when its mean frame F1 beats the fixed threshold's by ``--rule-gain``
+    with the false-alarm limit still met. Returns ``(rule or None, rows)``."""
+    from atd_dl.detect.adaptive_threshold import FdrRule, noise_peaks_per_px
+    from atd_dl.evaluate.operating_point import score_rule
+
+    grid = [round(t, 4) for t in np.arange(0.05, 0.951, 0.05)]
+    null = noise_peaks_per_px([m for _, m in scored.noise_maps], grid)
+    rows, best_rule, best_f1 = [], None, best.mean_frame_f1 + args.rule_gain
+    for fdr in args.fdr:
+        detector.fdr_rule = FdrRule(fdr, tuple(grid), tuple(float(v) for v in null), best.threshold)
+        row = score_rule(detector, scored, detector.frame_threshold, best.threshold)
+        rows.append({"fdr": fdr, **dataclasses.asdict(row)})
+        ok = row.false_per_1e5px <= args.max_false
+        print(
+            f"per-frame rule fdr {fdr:g}: P {row.precision:.3f} R {row.recall:.3f} "
+            f"F1 {row.f1:.3f} mean F1 {row.mean_frame_f1:.3f} "
+            f"false/1e5px {row.false_per_1e5px:.3f}{'' if ok else ' (over the limit)'}"
+        )
+        if ok and row.mean_frame_f1 > best_f1:
+            best_rule, best_f1 = detector.fdr_rule, row.mean_frame_f1
+    detector.fdr_rule = None
+    print(
+        "per-frame rule: "
+        + (f"adopted, {best_rule.describe()}" if best_rule else "not adopted (no gain)")
+    )
+    return best_rule, rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model folder (default: the shipped model)")
@@ -78,22 +116,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--max-false", type=float, default=0.3, help="per 10^5 px on noise frames")
     ap.add_argument("--thresholds", default="0.2:0.95:0.05", help="START:STOP:STEP")
+    ap.add_argument(
+        "--fdr",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=[0.005, 0.01, 0.02, 0.05],
+        help="false-discovery-rate targets of the per-frame rule to score (comma list)",
+    )
+    ap.add_argument(
+        "--rule-gain",
+        type=float,
+        default=0.005,
+        help="mean frame F1 a per-frame rule must add over the fixed threshold to be adopted",
+    )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--write", action="store_true", help="write thresholds.json of --model")
     args = ap.parse_args(argv)
 
     from atd_dl.detect.inference import load_detector
     from atd_dl.detect.pipeline import Detector
-    from atd_dl.evaluate.operating_point import choose_threshold, sweep_thresholds
+    from atd_dl.evaluate.operating_point import (
+        choose_threshold,
+        fixed_threshold,
+        score_maps,
+        score_rule,
+    )
     from atd_dl.io.atomic import atomic_write_text
 
     model, meta = load_detector(args.model, device="cpu")
-    detector = Detector(model, meta)
+    detector = Detector(model, meta, DetectConfig(threshold=0.5))  # fixed: no per-frame rule
     start, stop, step = (float(v) for v in args.thresholds.split(":"))
     grid = [round(t, 4) for t in np.arange(start, stop + 1e-9, step)]
     with tempfile.TemporaryDirectory() as tmp:
         frames, refs, noise = _validation_frames(args.size, args.seed, Path(tmp))
-        rows = sweep_thresholds(detector, frames, refs, noise, grid)
+        scored = score_maps(detector, frames, refs, noise)
+    rows = [score_rule(detector, scored, fixed_threshold(t), t) for t in grid]
     best = choose_threshold(rows, args.max_false)
     print(f"{'thr':>5} {'P':>6} {'R':>6} {'F1':>6} {'meanF1':>7} {'false/1e5px':>11}")
     for r in rows:
@@ -103,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.mean_frame_f1:7.3f} {r.false_per_1e5px:11.3f}{mark}"
         )
     print(f"chosen threshold {best.threshold:.3f} (max {args.max_false} false per 1e5 px)")
+    rule, rule_rows = _per_frame_rule(detector, scored, best, args)
     doc = {
         "model": str(meta.get("path")),
         "cells": CELLS,
@@ -111,16 +168,17 @@ def main(argv: list[str] | None = None) -> int:
         "max_false_per_1e5px": args.max_false,
         "chosen": dataclasses.asdict(best),
         "rows": [dataclasses.asdict(r) for r in rows],
+        "per_frame_rule": None if rule is None else rule.to_dict(),
+        "per_frame_rows": rule_rows,
     }
     if args.json:
         atomic_write_text(args.json, json.dumps(doc, indent=2) + "\n")
     if args.write:
         folder = Path(meta["path"])
-        atomic_write_text(
-            folder / "thresholds.json",
-            json.dumps({"prob_threshold": best.threshold, "chosen_by": doc["chosen"]}, indent=2)
-            + "\n",
-        )
+        shipped = {"prob_threshold": best.threshold, "chosen_by": doc["chosen"]}
+        if rule is not None:
+            shipped["adaptive"] = rule.to_dict()
+        atomic_write_text(folder / "thresholds.json", json.dumps(shipped, indent=2) + "\n")
         print(f"wrote {folder / 'thresholds.json'}")
     return 0
 

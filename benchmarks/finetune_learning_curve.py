@@ -101,8 +101,7 @@ def evaluate(model: str, test_dir: Path, *, threshold: float | None = None) -> d
         prepared = det.prepare(frame)
         prob = det.infer(prepared)
         for t in grid:
-            det.threshold = t
-            cat: Table = det.extract(prepared, prob).catalog
+            cat: Table = det.extract(prepared, prob, threshold=t).catalog
             xy = np.column_stack([np.asarray(cat["x"], float), np.asarray(cat["y"], float)])
             ev = evaluate_frame(
                 xy,

@@ -269,7 +269,7 @@ def catalog_meta(source: CatalogSource, prepared: PreparedFrame, ex: Extraction)
     return {
         "model": source.meta.get("name"),
         "model_path": str(source.meta.get("path", "")),
-        "threshold": source.threshold,
+        "threshold": ex.threshold if np.isfinite(ex.threshold) else source.threshold,
         "threshold_source": source.threshold_source,
         "input_file": frame.path.name if frame.path else None,
         "input_sha256": prepared.sha256,
@@ -312,7 +312,7 @@ def write_frame_outputs(
         "source": meta["input_file"],
         "insha256": prepared.sha256,
         "model": meta["model"],
-        "thresh": source.threshold,
+        "thresh": meta["threshold"],
     }
     primary = fits.Header(provenance_cards(**prov))
     write_catalog(ex.catalog, paths["fits"], paths["ecsv"], meta=meta, primary_header=primary)
@@ -333,7 +333,7 @@ def write_frame_outputs(
                 provenance={**prov, "content": content},
             )
     if "overlay" in paths:
-        title = f"{stem}: {len(ex.catalog)} sources (threshold {source.threshold:.3f})"
+        title = f"{stem}: {len(ex.catalog)} sources (threshold {meta['threshold']:.3f})"
         _write_overlay(prepared, ex, paths["overlay"], radius=radius, title=title)
     return paths
 

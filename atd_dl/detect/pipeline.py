@@ -42,6 +42,7 @@ from astropy import units as u
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyWarning
 
+from atd_dl.detect.adaptive_threshold import FdrRule, frame_threshold
 from atd_dl.detect.catalog import describe_column
 from atd_dl.detect.catalog_io import (
     OUTPUT_SUFFIXES,
@@ -310,6 +311,14 @@ class Detector:
             self.threshold_source = str(self.meta.get("threshold_source", "thresholds.json"))
         if not 0.0 < self.threshold < 1.0:
             raise InputError(None, f"threshold must be in (0, 1), got {self.threshold}")
+        #: per-frame threshold rule shipped with the model (off with an explicit threshold)
+        self.fdr_rule: FdrRule | None = None
+        adaptive = self.meta.get("adaptive")
+        if self.config.threshold is None and isinstance(adaptive, dict):
+            self.fdr_rule = FdrRule.from_dict(adaptive, ceiling=self.threshold)
+            self.threshold_source = (
+                f"{self.threshold_source}, per frame: {self.fdr_rule.describe()}"
+            )
         model_pp = (self.meta.get("config") or {}).get("postprocess") or {}
         # the model folder's post-processing settings (part of its operating point)
         fields = {f.name for f in dataclasses.fields(PostprocessConfig)}
@@ -412,9 +421,22 @@ class Detector:
             return np.zeros(prepared.frame.shape, dtype=np.float32)
         return self.predictor.predict(self.input_planes(prepared))
 
-    def extract(self, prepared: PreparedFrame, prob: np.ndarray) -> Extraction:
-        """Post-processing of a probability map, RA/Dec added."""
+    def frame_threshold(self, prepared: PreparedFrame, prob: np.ndarray) -> float:
+        """The probability threshold for this frame: the fixed one, or the shipped per-frame
+        rule's (:mod:`atd_dl.detect.adaptive_threshold`) on the usable pixels."""
+        if self.fdr_rule is None or prepared.empty:
+            return self.threshold
         frame = prepared.frame
+        valid = ~frame.mask & np.isfinite(frame.data)
+        return frame_threshold(prob, self.fdr_rule, valid)
+
+    def extract(
+        self, prepared: PreparedFrame, prob: np.ndarray, *, threshold: float | None = None
+    ) -> Extraction:
+        """Post-processing of a probability map, RA/Dec added; ``threshold`` overrides the
+        detector's (fixed or per-frame) threshold, as threshold sweeps do."""
+        frame = prepared.frame
+        t = float(threshold) if threshold is not None else self.frame_threshold(prepared, prob)
         if prepared.image_e is None:
             cat = _empty_catalog(u.Unit(prepared.unit))
             ex = Extraction(cat, np.zeros(frame.shape, np.int32), float("nan"), 0.0, 0, 0.0)
@@ -422,7 +444,7 @@ class Detector:
             bad = (frame.mask & ~frame.saturated) | ~np.isfinite(frame.data)
             ex = segment_sources(
                 prob,
-                self.threshold,
+                t,
                 image_e=prepared.image_e,
                 mask=bad,
                 background_rms_e=prepared.rms_e,
@@ -443,6 +465,7 @@ class Detector:
         if frame.origin != (0, 0) and len(ex.catalog):  # trimmed: report HDU pixels
             ex.catalog["x"] += float(frame.origin[0])
             ex.catalog["y"] += float(frame.origin[1])
+        ex.threshold = t
         return ex
 
     def _classify_binaries(self, prepared: PreparedFrame, catalog: Table) -> Table:
@@ -595,7 +618,7 @@ class Detector:
             prob,
             ex.segmap,
             prepared,
-            self.threshold,
+            ex.threshold,
             timings,
             outputs,
             list(prepared.warnings),

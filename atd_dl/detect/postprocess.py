@@ -100,6 +100,7 @@ class Extraction:
     aperture_radius: float  # px
     n_components: int  # connected components before deblending
     background_rms: float  # median background rms used (image units)
+    threshold: float = float("nan")  # probability threshold applied (set by the Detector)
 
 
 def _empty_catalog(unit: u.UnitBase) -> Table:

@@ -197,12 +197,12 @@ def model_method(
             )
         prob = det.infer(prepared)
         out = []
-        try:
-            for v in values:
-                det.threshold = float(v)
+        for v in values:
+            if det.fdr_rule is not None and round(float(v), 4) == round(t0, 4):
+                # the shipped operating point: the model's per-frame threshold rule
                 out.append(det.extract(prepared, prob).catalog)
-        finally:
-            det.threshold = t0
+            else:
+                out.append(det.extract(prepared, prob, threshold=float(v)).catalog)
         return out
 
     def run(frame: Any) -> list[Table]:

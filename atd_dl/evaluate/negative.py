@@ -70,6 +70,8 @@ SEXTRACTOR_REFERENCE = 3.0
 
 MODEL_ROW = "atd-dl"
 MODEL_OWN_ROW = "atd-dl-own-stretch"
+#: the mirror at its own per-frame threshold (models with a per-frame threshold rule)
+MODEL_OWN_THRESHOLD_ROW = "atd-dl-own-threshold"
 SEX_MATCHED_ROW = "sextractor-matched"
 SEX_REFERENCE_ROW = "sextractor-3sigma"
 
@@ -229,9 +231,12 @@ def _prepare(detector: Any, frame: Frame, notes: list[str]) -> Any:
     return prepared
 
 
-def _count(detector: Any, prepared: Any) -> int:
+def _count(detector: Any, prepared: Any, threshold: float | None = None) -> tuple[int, float]:
+    """Detections and the threshold used: ``threshold``, else the detector's own for this
+    frame (fixed, or its per-frame rule)."""
     prob = detector.infer(prepared)
-    return len(detector.extract(prepared, prob).catalog)
+    t = detector.frame_threshold(prepared, prob) if threshold is None else float(threshold)
+    return len(detector.extract(prepared, prob, threshold=t).catalog), t
 
 
 def model_counts(
@@ -242,6 +247,10 @@ def model_counts(
     Both go through the same preparation (background subtraction), inference and
     post-processing at ``detector.threshold`` (a probability); every catalog row counts.
 
+    The frame is cut at the detector's threshold for it (its per-frame rule when the model
+    ships one) and the mirror at that same threshold, so the mirror counts the false
+    detections of the frame's catalog.
+
     Returns ``(counts, own_stretch)``. For a model fed the ZScale-stretched 8-bit image,
     ``counts`` stretches the background-subtracted mirror with the **frame's** ZScale
     limits, so noise maps to the same grey levels on both images (the premise of the
@@ -250,24 +259,31 @@ def model_counts(
     hole side of the mirror, so the mirror's own limits shift its sky grey level; the
     run with those (what ``atd-dl detect`` would do on the mirror file) is returned as
     the diagnostic ``own_stretch`` row (``detector="atd-dl-own-stretch"``). For models
-    fed significance planes (no stretch) ``own_stretch`` is None.
+    fed significance planes (no stretch) the second row is the mirror at its own per-frame
+    threshold (``detector="atd-dl-own-threshold"``) when the model has a per-frame rule,
+    else None.
     """
     from atd_dl.prep.enhance import stretch_to_uint8, zscale_stretch
     from atd_dl.prep.network_input import SIGMA_INPUT_KIND
 
     notes = notes if notes is not None else []
-    thr = float(detector.threshold)
     pf = _prepare(detector, frame, notes)
     pm = _prepare(detector, mirror, notes)
-    n_frame = _count(detector, pf)
-    n_mirror_own = _count(detector, pm)
+    n_frame, thr = _count(detector, pf)
     uses_stretch = detector.meta.get("input") != SIGMA_INPUT_KIND
     if not uses_stretch or pf.image8 is None or pm.image8 is None:
-        return NegativeCounts(MODEL_ROW, thr, "probability", n_frame, n_mirror_own), None
+        # the frame's threshold on the mirror: the false detections of the frame's catalog
+        n_mirror, _ = _count(detector, pm, thr)
+        own = None
+        if getattr(detector, "fdr_rule", None) is not None:  # what detect does on the mirror
+            n_own, t_own = _count(detector, pm)
+            own = NegativeCounts(MODEL_OWN_THRESHOLD_ROW, t_own, "probability", n_frame, n_own)
+        return NegativeCounts(MODEL_ROW, thr, "probability", n_frame, n_mirror), own
+    n_mirror_own, _ = _count(detector, pm, thr)
     # the frame's limits, exactly as enhance_frame computed them for pf.image8
     _img8, vmin, vmax = zscale_stretch(pf.subtracted_adu, frame.mask, source=frame.path)
     pm_frame = dataclasses.replace(pm, image8=stretch_to_uint8(pm.subtracted_adu, vmin, vmax))
-    n_mirror = _count(detector, pm_frame)
+    n_mirror, _ = _count(detector, pm_frame, thr)
     return (
         NegativeCounts(MODEL_ROW, thr, "probability", n_frame, n_mirror),
         NegativeCounts(MODEL_OWN_ROW, thr, "probability", n_frame, n_mirror_own),

@@ -11,7 +11,7 @@ the shipped model's ``thresholds.json``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,17 @@ from atd_dl.evaluate.metrics import evaluate_frame
 from atd_dl.evaluate.references import References
 from atd_dl.io.fits_io import Frame
 
-__all__ = ["noise_frame", "array_frame", "SweepRow", "sweep_thresholds", "choose_threshold"]
+__all__ = [
+    "noise_frame",
+    "array_frame",
+    "SweepRow",
+    "ScoredMaps",
+    "score_maps",
+    "score_rule",
+    "fixed_threshold",
+    "sweep_thresholds",
+    "choose_threshold",
+]
 
 
 def array_frame(
@@ -85,10 +95,93 @@ def _prepared_maps(detector: Any, frames: Sequence[Frame]) -> list[tuple[Any, np
     return out
 
 
+#: how a frame's threshold is picked from its prepared frame and probability map
+ThresholdPick = Callable[[Any, np.ndarray], float]
+
+
 def _positions(detector: Any, prepared: Any, prob: np.ndarray, threshold: float) -> np.ndarray:
-    detector.threshold = float(threshold)
-    cat = detector.extract(prepared, prob).catalog
+    cat = detector.extract(prepared, prob, threshold=float(threshold)).catalog
     return np.column_stack([np.asarray(cat["x"], float), np.asarray(cat["y"], float)])
+
+
+@dataclass
+class ScoredMaps:
+    """Validation and source-free frames with their probability maps, computed once."""
+
+    maps: list[tuple[Any, np.ndarray]]
+    references: Sequence[References]
+    noise_maps: list[tuple[Any, np.ndarray]]
+    noise_px: float
+
+
+def score_maps(
+    detector: Any, frames: Sequence[Frame], references: Sequence[References], noise: Sequence[Frame]
+) -> ScoredMaps:
+    """Run the network once on every validation and source-free frame."""
+    return ScoredMaps(
+        _prepared_maps(detector, frames),
+        references,
+        _prepared_maps(detector, noise),
+        float(sum(f.data.size for f in noise)) or 1.0,
+    )
+
+
+def score_rule(
+    detector: Any,
+    scored: ScoredMaps,
+    pick: ThresholdPick,
+    label: float,
+    *,
+    radius: float = 3.0,
+    edge: float = 3.0,
+    snr_min: float = 2.0,
+    min_stars: int = 20,
+) -> SweepRow:
+    """Pooled strict P/R/F1, mean per-frame F1 (frames with >= ``min_stars`` reference
+    stars) and false detections per 10^5 px on the source-free frames, each frame cut at
+    ``pick(prepared, prob)``; ``label`` goes into ``SweepRow.threshold``."""
+    tp = fp = fn = 0
+    f1s = []
+    for (prep, prob), ref in zip(scored.maps, scored.references, strict=True):
+        n_g = int(np.sum(ref.target & (np.nan_to_num(ref.snr, nan=-1.0) >= snr_min)))
+        det = _positions(detector, prep, prob, pick(prep, prob))
+        ev = evaluate_frame(
+            det,
+            ref.xy,
+            ref.snr,
+            shape=prob.shape,
+            radius=radius,
+            edge=edge,
+            snr_min=snr_min,
+            ref_target=ref.target,
+        )
+        c = ev.strict
+        tp, fp, fn = tp + c.tp, fp + c.fp, fn + c.fn
+        if n_g >= min_stars:  # F1 of a near-empty frame is noise: pooled only
+            f1s.append(prf(c.tp, c.fp, c.fn)[2])
+    n_false = sum(len(_positions(detector, p, m, pick(p, m))) for p, m in scored.noise_maps)
+    p_, r_, f_ = prf(tp, fp, fn)
+    return SweepRow(
+        float(label),
+        tp,
+        fp,
+        fn,
+        p_,
+        r_,
+        f_,
+        float(np.mean(f1s)) if f1s else 0.0,
+        1e5 * n_false / scored.noise_px,
+    )
+
+
+def fixed_threshold(threshold: float) -> ThresholdPick:
+    """The pick that cuts every frame at ``threshold``."""
+    value = float(threshold)
+
+    def pick(_prepared: Any, _prob: np.ndarray) -> float:
+        return value
+
+    return pick
 
 
 def sweep_thresholds(
@@ -106,53 +199,21 @@ def sweep_thresholds(
     """Strict P/R/F1 pooled over ``frames`` and the false-alarm rate on ``noise`` per threshold.
 
     ``mean_frame_f1`` averages the frames with at least ``min_stars`` reference stars.
-
-    The detector's own threshold is restored afterwards.
     """
-    saved = detector.threshold
-    maps = _prepared_maps(detector, frames)
-    noise_maps = _prepared_maps(detector, noise)
-    noise_px = float(sum(f.data.size for f in noise)) or 1.0
-    rows = []
-    try:
-        for t in thresholds:
-            tp = fp = fn = 0
-            f1s = []
-            for (prep, prob), ref in zip(maps, references, strict=True):
-                n_g = int(np.sum(ref.target & (np.nan_to_num(ref.snr, nan=-1.0) >= snr_min)))
-                det = _positions(detector, prep, prob, t)
-                ev = evaluate_frame(
-                    det,
-                    ref.xy,
-                    ref.snr,
-                    shape=prob.shape,
-                    radius=radius,
-                    edge=edge,
-                    snr_min=snr_min,
-                    ref_target=ref.target,
-                )
-                c = ev.strict
-                tp, fp, fn = tp + c.tp, fp + c.fp, fn + c.fn
-                if n_g >= min_stars:  # F1 of a near-empty frame is noise: pooled only
-                    f1s.append(prf(c.tp, c.fp, c.fn)[2])
-            n_false = sum(len(_positions(detector, p, m, t)) for p, m in noise_maps)
-            p_, r_, f_ = prf(tp, fp, fn)
-            rows.append(
-                SweepRow(
-                    float(t),
-                    tp,
-                    fp,
-                    fn,
-                    p_,
-                    r_,
-                    f_,
-                    float(np.mean(f1s)) if f1s else 0.0,
-                    1e5 * n_false / noise_px,
-                )
-            )
-    finally:
-        detector.threshold = saved
-    return rows
+    scored = score_maps(detector, frames, references, noise)
+    return [
+        score_rule(
+            detector,
+            scored,
+            fixed_threshold(t),
+            float(t),
+            radius=radius,
+            edge=edge,
+            snr_min=snr_min,
+            min_stars=min_stars,
+        )
+        for t in thresholds
+    ]
 
 
 def choose_threshold(rows: Sequence[SweepRow], max_false_per_1e5px: float = 0.3) -> SweepRow:

@@ -426,31 +426,26 @@ def tune_on_heldout(
             if not isinstance(prepared, PreparedFrame):  # a Frame gives one image
                 raise InputError(fpath, "expected one image per frame file")
             prob = det.infer(prepared)
-            own = det.threshold
-            try:
-                for t in sums[key]:
-                    det.threshold = t
-                    cat = det.extract(prepared, prob).catalog
-                    xy = np.column_stack([np.asarray(cat["x"], float), np.asarray(cat["y"], float)])
-                    for x0, y0, size in boxes[name]:
-                        d = xy[_in_box(xy, x0, y0, size)] - (x0, y0)
-                        inside = _in_box(refs.xy, x0, y0, size)
-                        ev = evaluate_frame(
-                            d,
-                            refs.xy[inside] - (x0, y0),
-                            refs.snr[inside],
-                            shape=(size, size),
-                            radius=radius,
-                            edge=edge,
-                            snr_min=snr_min,
-                            ref_target=refs.target[inside],
-                        )
-                        s = sums[key][t]
-                        s[0] += ev.strict.tp
-                        s[1] += ev.strict.fp
-                        s[2] += ev.strict.fn
-            finally:
-                det.threshold = own
+            for t in sums[key]:
+                cat = det.extract(prepared, prob, threshold=t).catalog
+                xy = np.column_stack([np.asarray(cat["x"], float), np.asarray(cat["y"], float)])
+                for x0, y0, size in boxes[name]:
+                    d = xy[_in_box(xy, x0, y0, size)] - (x0, y0)
+                    inside = _in_box(refs.xy, x0, y0, size)
+                    ev = evaluate_frame(
+                        d,
+                        refs.xy[inside] - (x0, y0),
+                        refs.snr[inside],
+                        shape=(size, size),
+                        radius=radius,
+                        edge=edge,
+                        snr_min=snr_min,
+                        ref_target=refs.target[inside],
+                    )
+                    s = sums[key][t]
+                    s[0] += ev.strict.tp
+                    s[1] += ev.strict.fp
+                    s[2] += ev.strict.fn
     out: dict[str, dict[str, Any]] = {}
     for key, det in dets.items():
         rows = []

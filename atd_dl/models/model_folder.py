@@ -238,6 +238,8 @@ def read_model_meta(dir: str | Path) -> dict:
         "kwargs": kwargs,
         "input": config.get("input", input_kind(kwargs.get("in_channels", 1))),
         "threshold": threshold,
+        # optional per-frame rule (atd_dl.detect.adaptive_threshold)
+        "adaptive": thresholds.get("adaptive") if isinstance(thresholds, dict) else None,
         "config": config,
         **optional,
         "path": folder,

@@ -1,0 +1,120 @@
+"""A per-frame probability threshold that bounds the expected fraction of noise detections.
+
+One fixed probability threshold cannot serve every star density: the threshold that keeps a
+source-free frame clean (fewer than ~0.3 false detections per 10^5 px) throws away faint
+stars in a crowded field, where a faint bump is far more likely to be a star. Classical
+astronomy answers this with false-discovery-rate control (Miller et al. 2001, AJ 122, 3492;
+Hopkins et al. 2002, AJ 123, 1086): fix the expected *fraction* of false detections rather
+than their number per pixel, so the cut adapts to how many sources the frame holds.
+
+Here, for each candidate threshold ``t`` of a grid:
+
+* ``N(t)``: local maxima (3 x 3) of the frame's probability map at or above ``t``;
+* ``E(t) = null(t) · A``: the expected number of noise maxima at or above ``t`` on the
+  frame's usable area ``A``, with ``null(t)`` the noise maxima per pixel measured on
+  source-free frames of several noise kinds (their maximum: conservative) when the model
+  was shipped (``thresholds.json``, written by ``benchmarks/choose_operating_point.py``);
+* the frame's threshold is the lowest ``t`` (not above the shipped noise-safe threshold)
+  such that ``E(t') / N(t') <= fdr`` for every grid value ``t' >= t`` up to that threshold.
+
+On a source-free (or mirrored) frame ``N(t) <= E(t)``, so the shipped threshold is kept; in a
+crowded field the cut goes down. The threshold used is written in the catalog header
+(``THRESH``, ``THRSRC``). An explicit ``--threshold`` turns the rule off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FdrRule", "probability_peaks", "noise_peaks_per_px", "frame_threshold"]
+
+#: maxima below this probability are never counted (px of pure background)
+PEAK_FLOOR = 0.02
+
+
+@dataclass(frozen=True)
+class FdrRule:
+    """The shipped rule: ``fdr`` target, the grid and its noise maxima per pixel, and the
+    noise-safe ``ceiling`` threshold (the model's ``prob_threshold``)."""
+
+    fdr: float
+    thresholds: tuple[float, ...]
+    null_per_px: tuple[float, ...]
+    ceiling: float
+
+    def __post_init__(self) -> None:
+        if len(self.thresholds) != len(self.null_per_px) or not self.thresholds:
+            raise ValueError("thresholds and null_per_px need the same, non-zero length")
+        if list(self.thresholds) != sorted(self.thresholds):
+            raise ValueError("thresholds must be ascending")
+        if not 0.0 < self.fdr < 1.0:
+            raise ValueError(f"fdr must lie in (0, 1), got {self.fdr}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], ceiling: float) -> FdrRule:
+        """From the ``adaptive`` block of ``thresholds.json``."""
+        return cls(
+            fdr=float(d["fdr"]),
+            thresholds=tuple(float(v) for v in d["thresholds"]),
+            null_per_px=tuple(float(v) for v in d["null_per_px"]),
+            ceiling=float(ceiling),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fdr": self.fdr,
+            "thresholds": list(self.thresholds),
+            "null_per_px": list(self.null_per_px),
+        }
+
+    def describe(self) -> str:
+        return f"fdr {self.fdr:g} (noise-safe ceiling {self.ceiling:.2f})"
+
+
+def probability_peaks(prob: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Values of the 3 x 3 local maxima of ``prob`` (>= :data:`PEAK_FLOOR`), at ``valid``
+    pixels; a plateau counts once per pixel, which only matters for saturated stars."""
+    from scipy.ndimage import maximum_filter
+
+    prob = np.asarray(prob, dtype=np.float32)
+    peak = (prob >= PEAK_FLOOR) & (prob == maximum_filter(prob, size=3, mode="nearest"))
+    if valid is not None:
+        peak &= valid
+    return prob[peak]
+
+
+def noise_peaks_per_px(probs: Sequence[np.ndarray], thresholds: Sequence[float]) -> np.ndarray:
+    """Maxima per pixel at or above each threshold: the largest over ``probs`` (probability
+    maps of source-free frames)."""
+    rates = np.zeros(len(thresholds))
+    for prob in probs:
+        peaks = np.sort(probability_peaks(prob))
+        above = len(peaks) - np.searchsorted(peaks, np.asarray(thresholds, np.float32), "left")
+        rates = np.maximum(rates, above / prob.size)
+    return rates
+
+
+def frame_threshold(prob: np.ndarray, rule: FdrRule, valid: np.ndarray | None = None) -> float:
+    """The frame's threshold under ``rule`` (see the module docstring); ``valid`` marks the
+    usable pixels (default all)."""
+    area = float(prob.size if valid is None else np.count_nonzero(valid))
+    peaks = np.sort(probability_peaks(prob, valid))
+    grid = np.asarray(rule.thresholds, dtype=np.float64)
+    keep = grid <= rule.ceiling + 1e-9
+    grid, null = grid[keep], np.asarray(rule.null_per_px)[keep]
+    if grid.size == 0 or area == 0:
+        return rule.ceiling
+    n_above = len(peaks) - np.searchsorted(peaks, grid.astype(np.float32), "left")
+    expected = null * area
+    ok = expected <= rule.fdr * np.maximum(n_above, 1)
+    # lowest grid value from which every higher value (up to the ceiling) passes
+    chosen = rule.ceiling
+    for t, passes in zip(grid[::-1], ok[::-1], strict=True):
+        if not passes:
+            break
+        chosen = float(t)
+    return min(chosen, rule.ceiling)

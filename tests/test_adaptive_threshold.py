@@ -1,0 +1,126 @@
+"""The per-frame (false-discovery-rate) threshold rule and its use by the Detector."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from atd_dl.detect.adaptive_threshold import (
+    FdrRule,
+    frame_threshold,
+    noise_peaks_per_px,
+    probability_peaks,
+)
+
+GRID = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
+
+
+def blob_map(shape: tuple[int, int], n: int, heights: np.ndarray, seed: int) -> np.ndarray:
+    """A probability map with ``n`` isolated 3x3 bumps of the given peak heights."""
+    rng = np.random.default_rng(seed)
+    prob = np.zeros(shape, np.float32)
+    ys = rng.integers(2, shape[0] - 2, n)
+    xs = rng.integers(2, shape[1] - 2, n)
+    for y, x, h in zip(ys, xs, heights, strict=True):
+        prob[y - 1 : y + 2, x - 1 : x + 2] = np.maximum(prob[y - 1 : y + 2, x - 1 : x + 2], h / 2)
+        prob[y, x] = max(prob[y, x], h)
+    return prob
+
+
+def noise_rule(fdr: float = 0.02, ceiling: float = 0.7) -> tuple[FdrRule, np.ndarray]:
+    """A rule whose null is the peak rate of a 'noise' map: 400 maxima spread in [0.05, 0.8]."""
+    heights = np.random.default_rng(0).uniform(0.05, 0.8, 400)
+    noise = blob_map((1000, 1000), 400, heights, seed=1)
+    null = noise_peaks_per_px([noise], GRID)
+    return FdrRule(fdr, GRID, tuple(float(v) for v in null), ceiling), noise
+
+
+def test_peaks_are_local_maxima_above_the_floor() -> None:
+    prob = blob_map((50, 50), 3, np.array([0.9, 0.5, 0.01]), seed=3)
+    peaks = np.sort(probability_peaks(prob))
+    assert peaks.tolist() == pytest.approx([0.5, 0.9])
+
+
+def test_null_rate_is_the_largest_over_noise_maps() -> None:
+    low = blob_map((100, 100), 5, np.full(5, 0.5), seed=4)
+    high = blob_map((100, 100), 20, np.full(20, 0.5), seed=5)
+    rates = noise_peaks_per_px([low, high], [0.4, 0.6])
+    assert rates[0] == pytest.approx(np.count_nonzero(probability_peaks(high) >= 0.4) / 1e4)
+    assert rates[1] == 0.0
+
+
+def test_noise_like_frame_keeps_the_ceiling() -> None:
+    rule, noise = noise_rule()
+    assert frame_threshold(noise, rule) == rule.ceiling
+    other = blob_map((1000, 1000), 400, np.random.default_rng(7).uniform(0.05, 0.8, 400), 8)
+    assert frame_threshold(other, rule) == rule.ceiling
+
+
+def test_crowded_frame_lowers_the_threshold_and_sparse_does_not() -> None:
+    rule, _ = noise_rule()
+    rng = np.random.default_rng(9)
+    # 20,000 sources per 10^6 px with a broad spread of probabilities, plus the noise
+    crowded = blob_map((1000, 1000), 20_000, rng.uniform(0.05, 1.0, 20_000), seed=10)
+    t = frame_threshold(crowded, rule)
+    assert t < rule.ceiling - 0.2
+    sparse = blob_map((1000, 1000), 30, rng.uniform(0.05, 1.0, 30), seed=11)
+    assert frame_threshold(sparse, rule) == rule.ceiling
+    # a stricter target lowers it less
+    strict = FdrRule(0.001, rule.thresholds, rule.null_per_px, rule.ceiling)
+    assert frame_threshold(crowded, strict) > t
+
+
+def test_rule_round_trip_and_validation() -> None:
+    rule, _ = noise_rule()
+    again = FdrRule.from_dict(json.loads(json.dumps(rule.to_dict())), ceiling=rule.ceiling)
+    assert again == rule
+    with pytest.raises(ValueError, match="same"):
+        FdrRule(0.02, (0.1, 0.2), (0.0,), 0.7)
+    with pytest.raises(ValueError, match="fdr"):
+        FdrRule(0.0, (0.1,), (0.0,), 0.7)
+    with pytest.raises(ValueError, match="ascending"):
+        FdrRule(0.02, (0.2, 0.1), (0.0, 0.0), 0.7)
+
+
+@pytest.fixture()
+def model_with_rule(tmp_path: Path) -> Path:
+    """The shipped default model folder with a per-frame rule that lowers eagerly."""
+    src = Path(__file__).resolve().parents[1] / "atd_dl" / "weights" / "default"
+    folder = tmp_path / "model"
+    shutil.copytree(src, folder)
+    shipped = json.loads((folder / "thresholds.json").read_text())
+    shipped["adaptive"] = {"fdr": 0.5, "thresholds": list(GRID), "null_per_px": [0.0] * len(GRID)}
+    (folder / "thresholds.json").write_text(json.dumps(shipped))
+    return folder
+
+
+def test_detector_applies_the_shipped_rule(model_with_rule: Path, tmp_path: Path) -> None:
+    from astropy.table import Table
+
+    from atd_dl.detect.catalog_io import OutputConfig
+    from atd_dl.detect.inference import load_detector
+    from atd_dl.detect.pipeline import DetectConfig, Detector
+    from atd_dl.sim.randomized import write_random_frames
+
+    write_random_frames(tmp_path / "sim", 1, seed=5, size=256, fwhm=2.5, density=8000.0,
+                        hard=False, progress=False)  # fmt: skip
+    frame = next((tmp_path / "sim" / "frames").glob("*.fits"))
+    det = Detector(*load_detector(model_with_rule))
+    assert det.fdr_rule is not None and "per frame" in det.threshold_source
+    res = det.run(frame, write=OutputConfig(tmp_path / "out"), stem="f")
+    # a null of zero: every grid value passes, the lowest is used
+    assert res.threshold == pytest.approx(GRID[0])
+    cat = Table.read(tmp_path / "out" / "f.cat.ecsv")
+    assert cat.meta["threshold"] == pytest.approx(GRID[0])
+    fixed = Detector(*load_detector(model_with_rule), DetectConfig(threshold=0.7))
+    assert fixed.fdr_rule is None
+    assert len(fixed.run(frame).catalog) < len(res.catalog)
+    # an explicit threshold in extract wins over the rule (threshold sweeps)
+    prepared = det.prepare(frame)
+    prob = det.infer(prepared)
+    ex = det.extract(prepared, prob, threshold=0.9)
+    assert ex.threshold == pytest.approx(0.9)
