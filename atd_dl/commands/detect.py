@@ -137,8 +137,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--tile",
         type=multiple_of16,
         default=None,
-        help="tile size in px, a multiple of 16 in [16, 8192] (default: the whole frame up to 2048 px on "
-        "CPU, 1024 on CUDA)",
+        help="tile size in px, a multiple of 16 in [16, 8192] (default: on CPU tiles shaped to "
+        "the frame, at most CPU_MAX_TILE px a side; 1024 on CUDA)",
     )
     p.add_argument(
         "--overlap", type=int_at_least(0), default=None, help="tile overlap in px (default 64)"
