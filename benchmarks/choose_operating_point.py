@@ -90,7 +90,9 @@ def _per_frame_rule(detector, scored, best, args) -> tuple[Any, list[dict]]:
     null = noise_peaks_per_px([m for _, m in scored.noise_maps], grid)
     rows, best_rule, best_f1 = [], None, best.mean_frame_f1 + args.rule_gain
     for fdr in args.fdr:
-        detector.fdr_rule = FdrRule(fdr, tuple(grid), tuple(float(v) for v in null), best.threshold)
+        detector.fdr_rule = FdrRule(
+            fdr, tuple(grid), tuple(float(v) for v in null), best.threshold, args.mirror_px
+        )
         row = score_rule(detector, scored, detector.frame_threshold, best.threshold)
         rows.append({"fdr": fdr, **dataclasses.asdict(row)})
         ok = row.false_per_1e5px <= args.max_false
@@ -121,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda v: [float(x) for x in v.split(",")],
         default=[0.005, 0.01, 0.02, 0.05],
         help="false-discovery-rate targets of the per-frame rule to score (comma list)",
+    )
+    ap.add_argument(
+        "--mirror-px",
+        type=int,
+        default=640 * 640,
+        help="area of the mirrored crop on which the per-frame rule measures each frame's own "
+        "null (0: the shipped null only)",
     )
     ap.add_argument(
         "--rule-gain",

@@ -124,3 +124,61 @@ def test_detector_applies_the_shipped_rule(model_with_rule: Path, tmp_path: Path
     prob = det.infer(prepared)
     ex = det.extract(prepared, prob, threshold=0.9)
     assert ex.threshold == pytest.approx(0.9)
+
+
+def _toy_network(planes: np.ndarray) -> np.ndarray:
+    """Fires (0.9) on pixels of significance above ~5 sigma, 0 elsewhere."""
+    return np.where(planes[0] > np.arcsinh(5.0 / 3.0), np.float32(0.9), np.float32(0.0))
+
+
+def test_mirror_null_sees_holes_not_stars() -> None:
+    from atd_dl.detect.adaptive_threshold import mirror_null_per_px
+
+    rng = np.random.default_rng(2)
+    sub = rng.normal(0.0, 1.0, (300, 300)).astype(np.float32)
+    rms = np.ones_like(sub)
+    bad = np.zeros(sub.shape, bool)
+    rule = FdrRule(0.05, GRID, (0.0,) * len(GRID), 0.7, mirror_px=200 * 200)
+    stars = sub.copy()
+    stars[50:250:20, 50:250:20] += 30.0  # bright positive sources: holes on the mirror
+    clean = mirror_null_per_px(stars, rms, bad, _toy_network, rule)
+    assert clean is not None and clean.max() == 0.0
+    holes = sub.copy()
+    holes[50:250:20, 50:250:20] -= 30.0  # negative features: bumps on the mirror
+    null = mirror_null_per_px(holes, rms, bad, _toy_network, rule)
+    assert null is not None and null[GRID.index(0.7)] > 0
+    # with that own null, a frame full of peaks keeps the ceiling
+    crowded = blob_map((300, 300), 20, np.full(20, 0.9), seed=12)
+    assert frame_threshold(crowded, rule, own_null=np.full(len(GRID), 1e-3)) == 0.7
+    assert frame_threshold(crowded, rule) < 0.7
+    assert (
+        mirror_null_per_px(
+            stars, rms, bad, _toy_network, FdrRule(0.05, GRID, rule.null_per_px, 0.7)
+        )
+        is None
+    )
+
+
+def test_detector_measures_the_frame_own_null(model_with_rule: Path, tmp_path: Path) -> None:
+    """With ``mirror_px`` the Detector runs the network on the mirrored crop: a frame whose
+    mirror fires (here: one made of negative 'stars') is not cut below the ceiling."""
+    from astropy.io import fits
+
+    from atd_dl.detect.inference import load_detector
+    from atd_dl.detect.pipeline import Detector
+    from atd_dl.sim.randomized import write_random_frames
+
+    shipped = json.loads((model_with_rule / "thresholds.json").read_text())
+    shipped["adaptive"]["fdr"] = 0.02
+    shipped["adaptive"]["mirror_px"] = 256 * 256
+    (model_with_rule / "thresholds.json").write_text(json.dumps(shipped))
+    write_random_frames(tmp_path / "sim", 1, seed=6, size=256, fwhm=2.5, density=8000.0,
+                        hard=False, progress=False)  # fmt: skip
+    path = next((tmp_path / "sim" / "frames").glob("*.fits"))
+    det = Detector(*load_detector(model_with_rule))
+    assert det.fdr_rule is not None and det.fdr_rule.mirror_px == 256 * 256
+    assert det.run(path).threshold < det.threshold  # real stars: the cut goes down
+    data = fits.getdata(path).astype(np.float32)
+    inverted = tmp_path / "inverted.fits"
+    fits.writeto(inverted, (2 * np.median(data) - data).astype(np.float32))
+    assert det.run(inverted).threshold == pytest.approx(det.threshold)

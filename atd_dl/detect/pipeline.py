@@ -42,7 +42,7 @@ from astropy import units as u
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyWarning
 
-from atd_dl.detect.adaptive_threshold import FdrRule, frame_threshold
+from atd_dl.detect.adaptive_threshold import FdrRule, frame_threshold, mirror_null_per_px
 from atd_dl.detect.catalog import describe_column
 from atd_dl.detect.catalog_io import (
     OUTPUT_SUFFIXES,
@@ -428,7 +428,16 @@ class Detector:
             return self.threshold
         frame = prepared.frame
         valid = ~frame.mask & np.isfinite(frame.data)
-        return frame_threshold(prob, self.fdr_rule, valid)
+        own = None
+        if prepared.subtracted_adu is not None and prepared.background_rms_adu is not None:
+            own = mirror_null_per_px(
+                prepared.subtracted_adu,
+                prepared.background_rms_adu,
+                ~valid,
+                self.predictor.predict,
+                self.fdr_rule,
+            )
+        return frame_threshold(prob, self.fdr_rule, valid, own_null=own)
 
     def extract(
         self, prepared: PreparedFrame, prob: np.ndarray, *, threshold: float | None = None
