@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import subprocess
 import sys
@@ -289,3 +290,16 @@ def test_real_frames_have_a_measured_fwhm_in_the_detection_path() -> None:
     prepared = prepare_frame(paths[0])
     assert prepared.fwhm is not None and prepared.fwhm.source == "measured"
     assert 0.7 < prepared.fwhm.fwhm < 1.5  # undersampled SDSS: FWHM ~ 1 px
+
+
+def test_photon_counting_fields_label_only_clear_stars() -> None:
+    from atd_dl.sim.randomized import LABEL_SNR_COUNTING, label_snr
+
+    assert label_snr(0.1) == LABEL_SNR_COUNTING > label_snr(3.0) == LABEL_SNR
+    rng = np.random.default_rng(8)
+    p = draw_field_params(rng, (200, 200), fwhm=2.0, density=3000.0, hard=False)
+    counting = dataclasses.replace(p, read_noise_e=0.05, gain_e_per_adu=1.0, sky_e=0.3)
+    field = render_random_field(counting, rng)
+    t = field.truth
+    stars = (np.asarray(t["kind"]) == "star") & np.asarray(t["labelled"], bool)
+    assert stars.any() and np.asarray(t["snr_opt"])[stars].min() >= LABEL_SNR_COUNTING

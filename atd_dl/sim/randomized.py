@@ -47,6 +47,18 @@ __all__ = [
 
 #: expected optimal SNR from which a star is a labelled source
 LABEL_SNR = 3.0
+#: the label cut in photon-counting fields (read noise < 0.5 e-): with a background of a few
+#: photons per aperture, Poisson clumps of ~10 photons are common and look like SNR-3 stars;
+#: labelling them taught the network to fire 5-10 times per 10^5 px on Poisson noise of
+#: 0.2-0.5 counts/px (measured 2026-12-02), so such fields label only stars above SNR 5
+LABEL_SNR_COUNTING = 5.0
+
+
+def label_snr(read_noise_e: float) -> float:
+    """The optimal-SNR cut above which a star is labelled, for a field's read noise (e-)."""
+    return LABEL_SNR_COUNTING if read_noise_e < 0.5 else LABEL_SNR
+
+
 #: stars with optimal SNR >= 3 per 10^6 px, named cells of the evaluation matrix
 DENSITY_CELLS = {"empty": 2.0, "sparse": 150.0, "paper": 3000.0, "crowded": 15000.0}
 
@@ -406,7 +418,7 @@ def render_random_field(params: RandomFieldParams, rng: np.random.Generator) -> 
     on = (xs >= -0.5) & (xs < nx - 0.5) & (ys >= -0.5) & (ys < ny - 0.5)
     core = _saturated_core_radius(flux, fwhm_at, p.beta, peak_frac, p.full_well_e)
     r_lab = np.maximum(label_radius(fwhm_at), core + 0.5 * (core > 0))
-    lab = snr_opt >= LABEL_SNR
+    lab = snr_opt >= label_snr(p.read_noise_e)
     label = np.zeros(shape, dtype=bool)
     _paint_disks(label, xs[lab], ys[lab], r_lab[lab])
     label |= gal_label | trail_label
@@ -421,6 +433,7 @@ def render_random_field(params: RandomFieldParams, rng: np.random.Generator) -> 
         core[on] > 0,
         gal_rows,
         trail_rows,
+        label_snr(p.read_noise_e),
     )
     truth.meta.update({"generator": "random", "pixel": "0-based", **_meta(p)})
     return RandomField(image, saturated, truth, label.astype(np.uint8), p, saturate_adu)
@@ -522,7 +535,7 @@ def _add_galaxies(
         _add_stamp(expected, stamp * np.float32(flux), x, y)
         compact = re < 0.5 * p.fwhm_px
         snr_opt = flux / math.sqrt(flux + area * sigma_e**2)
-        if compact and snr_opt >= LABEL_SNR:
+        if compact and snr_opt >= label_snr(p.read_noise_e):
             _paint_disks(label, np.array([x]), np.array([y]), label_radius(np.array([p.fwhm_px])))
         rows.append((x, y, flux, snr_opt, "galaxy" if not compact else "compact", re))
     return rows, label
@@ -600,8 +613,10 @@ def _truth_table(
     saturated: np.ndarray,
     galaxies: list[tuple],
     trails: list[tuple],
+    label_cut: float = LABEL_SNR,
 ) -> Table:
-    """Truth: stars, then galaxies and trails (``kind``); ``snr_true`` = 3x3-box SNR."""
+    """Truth: stars, then galaxies and trails (``kind``); ``snr_true`` = 3x3-box SNR;
+    compact galaxies and trails are labelled above ``label_cut`` (optimal SNR)."""
     extra = galaxies + trails
     ex = np.array([r[:4] for r in extra], dtype=np.float64).reshape(-1, 4)
     kinds = np.array(["star"] * len(x) + [r[4] for r in extra], dtype="U7")
@@ -613,7 +628,7 @@ def _truth_table(
     t["snr_true"] = np.round(np.concatenate([snr_box, np.full(len(ex), np.nan)]), 5)
     t["snr_opt"] = np.round(np.concatenate([snr_opt, ex[:, 3]]), 5)
     t["kind"] = kinds
-    lab_extra = np.array([r[4] in ("compact", "trail") and r[3] >= LABEL_SNR for r in extra], bool)
+    lab_extra = np.array([r[4] in ("compact", "trail") and r[3] >= label_cut for r in extra], bool)
     t["labelled"] = np.concatenate([labelled, lab_extra])
     t["saturated"] = np.concatenate([saturated, np.zeros(len(ex), bool)])
     t["x"].unit = t["y"].unit = "pix"
