@@ -19,6 +19,7 @@ import sys
 from atd_dl import __version__, commands
 from atd_dl.commands._validate import add_common_options, claim_output, log_level
 from atd_dl.errors import InputError
+from atd_dl.process_tuning import tune_process
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    tune_process()  # before the verb imports numpy
     try:
         claim_output(args)  # stale temporaries cleaned; occupied --out needs --overwrite
         return int(args.func(args) or 0)

@@ -1,0 +1,37 @@
+"""Process-wide CPU settings for the ``atd-dl`` verbs, applied before numpy is imported.
+
+Two costs that do no useful work on frame-sized numpy arrays, measured on a 1600² frame with
+``atd-dl detect`` (2-core machine, docs/performance.md):
+
+* OpenBLAS worker threads spin while waiting; every BLAS call made here is small (mesh
+  zooms, least squares), so one thread is as fast and saves ~0.25 CPU-s per frame.
+  ``OPENBLAS_NUM_THREADS`` is set to 1 unless the user set it.
+* glibc's malloc returns each large block (a frame-sized temporary) to the kernel when it is
+  freed and page-faults a fresh one on the next allocation; keeping blocks up to 32 MB in
+  the heap saves ~0.2 CPU-s of system time per frame (peak memory +~50 MB).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+__all__ = ["tune_process"]
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_process() -> None:
+    """Apply the settings above (no-op for what is already set or not available)."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 * 1024 * 1024)
+    except (OSError, AttributeError):  # not glibc
+        pass
