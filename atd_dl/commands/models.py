@@ -51,11 +51,10 @@ def shipped_rows() -> list[dict]:
         for name, folder in shipped_models(kind).items():
             cfg = json.loads((folder / "config.json").read_text())
             thr_path = folder / "thresholds.json"
-            thr = (
-                json.loads(thr_path.read_text()).get("prob_threshold")
-                if thr_path.is_file()
-                else None
-            )
+            shipped = json.loads(thr_path.read_text()) if thr_path.is_file() else {}
+            thr = shipped.get("prob_threshold")
+            adaptive = shipped.get("adaptive")
+            fdr = adaptive.get("fdr") if isinstance(adaptive, dict) else None
             card = folder / "MODEL_CARD.md"
             summary = ""
             if card.is_file():
@@ -68,6 +67,7 @@ def shipped_rows() -> list[dict]:
                     "network": cfg.get("name"),
                     "input": "stamps" if kind == "binary" else str(cfg.get("input", "")),
                     "threshold": thr,
+                    "per_frame_fdr": fdr,
                     "path": str(folder),
                     "summary": summary,
                 }
@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         for r in rows:
             thr = "" if r["threshold"] is None else f"threshold {r['threshold']:.3f}"
+            if r.get("per_frame_fdr") is not None:
+                thr += f" (per frame below it: fdr {r['per_frame_fdr']:g})"
             print(f"{r['name']:<16} {r['kind']:<9} {r['network']:<16} {r['input']:<18} {thr}")
             if r["summary"]:
                 print(f"{'':<16} {r['summary']}")
