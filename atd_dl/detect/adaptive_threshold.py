@@ -40,6 +40,7 @@ import numpy as np
 __all__ = [
     "FdrRule",
     "probability_peaks",
+    "peak_counts",
     "noise_peaks_per_px",
     "mirror_null_per_px",
     "frame_threshold",
@@ -104,14 +105,20 @@ def probability_peaks(prob: np.ndarray, valid: np.ndarray | None = None) -> np.n
     return prob[peak]
 
 
+def peak_counts(
+    prob: np.ndarray, thresholds: Sequence[float] | np.ndarray, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """Number of :func:`probability_peaks` at or above each of ``thresholds``."""
+    peaks = np.sort(probability_peaks(prob, valid))
+    return len(peaks) - np.searchsorted(peaks, np.asarray(thresholds, np.float32), "left")
+
+
 def noise_peaks_per_px(probs: Sequence[np.ndarray], thresholds: Sequence[float]) -> np.ndarray:
     """Maxima per pixel at or above each threshold: the largest over ``probs`` (probability
     maps of source-free frames)."""
     rates = np.zeros(len(thresholds))
     for prob in probs:
-        peaks = np.sort(probability_peaks(prob))
-        above = len(peaks) - np.searchsorted(peaks, np.asarray(thresholds, np.float32), "left")
-        rates = np.maximum(rates, above / prob.size)
+        rates = np.maximum(rates, peak_counts(prob, thresholds) / prob.size)
     return rates
 
 
@@ -146,9 +153,7 @@ def mirror_null_per_px(
     area = np.count_nonzero(usable)
     if area == 0:
         return None
-    peaks = np.sort(probability_peaks(prob[inner], usable))
-    above = len(peaks) - np.searchsorted(peaks, np.asarray(rule.thresholds, np.float32), "left")
-    return above / area
+    return peak_counts(prob[inner], rule.thresholds, usable) / area
 
 
 def frame_threshold(
@@ -161,7 +166,6 @@ def frame_threshold(
     usable pixels (default all); ``own_null``: the frame's own noise maxima per pixel
     (:func:`mirror_null_per_px`), combined with the shipped null by their maximum."""
     area = float(prob.size if valid is None else np.count_nonzero(valid))
-    peaks = np.sort(probability_peaks(prob, valid))
     grid = np.asarray(rule.thresholds, dtype=np.float64)
     keep = grid <= rule.ceiling + 1e-9
     null = np.asarray(rule.null_per_px, dtype=np.float64)
@@ -170,7 +174,7 @@ def frame_threshold(
     grid, null = grid[keep], null[keep]
     if grid.size == 0 or area == 0:
         return rule.ceiling
-    n_above = len(peaks) - np.searchsorted(peaks, grid.astype(np.float32), "left")
+    n_above = peak_counts(prob, grid, valid)
     expected = null * area
     ok = expected <= rule.fdr * np.maximum(n_above, 1)
     # lowest grid value from which every higher value (up to the ceiling) passes
@@ -179,4 +183,4 @@ def frame_threshold(
         if not passes:
             break
         chosen = float(t)
-    return min(chosen, rule.ceiling)
+    return chosen

@@ -268,13 +268,13 @@ class TiledPredictor:
         return torch.autocast(self.device.type, enabled=False)
 
     def batch_size(self, channels: int) -> int:
-        """Batch size: the user's, else 1 on CPU (tiles are large), else from free GPU
-        memory (1..64)."""
+        """Batch size: the user's, else on the ONNX engine as many tiles as it runs side by
+        side, else 1 on CPU (tiles are large), else from free GPU memory (1..64)."""
         if self._batch_size:
             return int(self._batch_size)
         if self.onnx or self.device.type != "cuda":
-            self._batch_size = 1
-            return 1
+            self._batch_size = cast(OnnxNetwork, self.model).parallel if self.onnx else 1
+            return self._batch_size
         import torch
 
         from atd_dl.models.inference import predict_proba
@@ -298,9 +298,10 @@ class TiledPredictor:
         """Probabilities ``[N, ty, tx]`` float32 for input tiles ``[N, C, ty, tx]``."""
         bs = self.batch_size(tiles.shape[1])
         out = np.empty((tiles.shape[0], tiles.shape[2], tiles.shape[3]), dtype=np.float32)
-        if self.onnx:
-            for i in range(0, tiles.shape[0], bs):
-                out[i : i + bs] = self.model(tiles[i : i + bs])
+        if self.onnx:  # tiles side by side, one core each
+            network = cast(OnnxNetwork, self.model)
+            for i, tile_prob in enumerate(network.map_tiles(t[None] for t in tiles)):
+                out[i] = tile_prob[0]
             return out
         import torch
 
@@ -340,12 +341,6 @@ class TiledPredictor:
         bs = self.batch_size(planes.shape[0])
         padded = tiler.pad(planes)
         prob = np.empty(planes.shape[-2:], dtype=np.float32)
-        if self.onnx:  # tiles side by side, one core each
-            cut = (padded[None, :, y0 : y0 + ty, x0 : x0 + tx] for y0, x0 in tiler.boxes)
-            network = cast(OnnxNetwork, self.model)
-            for i, tile_prob in enumerate(network.map_tiles(cut)):
-                tiler.place(prob, i, tile_prob[0])
-            return prob
         for i in range(0, len(tiler), bs):
             boxes = tiler.boxes[i : i + bs]
             batch = np.stack([padded[:, y0 : y0 + ty, x0 : x0 + tx] for y0, x0 in boxes])

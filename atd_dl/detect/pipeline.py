@@ -398,7 +398,7 @@ class Detector:
         the same function as in training) or the ZScale 8-bit planes (paper models)."""
         from atd_dl.detect.inference import model_input
 
-        if self.meta.get("input") == SIGMA_INPUT_KIND:
+        if not self.needs_stretch:
             assert prepared.subtracted_adu is not None and prepared.background_rms_adu is not None
             return significance_planes(
                 prepared.subtracted_adu,

@@ -223,7 +223,7 @@ def _prepare(detector: Any, frame: Frame, notes: list[str]) -> Any:
         background_box=c.background_box,
         background_filter=c.background_filter,
         checksum=False,
-        stretch=getattr(detector, "needs_stretch", True),
+        stretch=detector.needs_stretch,
     )
     for note in prepared.warnings:
         if note not in notes:
@@ -264,18 +264,16 @@ def model_counts(
     else None.
     """
     from atd_dl.prep.enhance import stretch_to_uint8, zscale_stretch
-    from atd_dl.prep.network_input import SIGMA_INPUT_KIND
 
     notes = notes if notes is not None else []
     pf = _prepare(detector, frame, notes)
     pm = _prepare(detector, mirror, notes)
     n_frame, thr = _count(detector, pf)
-    uses_stretch = detector.meta.get("input") != SIGMA_INPUT_KIND
-    if not uses_stretch or pf.image8 is None or pm.image8 is None:
+    if not detector.needs_stretch or pf.image8 is None or pm.image8 is None:
         # the frame's threshold on the mirror: the false detections of the frame's catalog
         n_mirror, _ = _count(detector, pm, thr)
         own = None
-        if getattr(detector, "fdr_rule", None) is not None:  # what detect does on the mirror
+        if detector.fdr_rule is not None:  # what detect does on the mirror
             n_own, t_own = _count(detector, pm)
             own = NegativeCounts(MODEL_OWN_THRESHOLD_ROW, t_own, "probability", n_frame, n_own)
         return NegativeCounts(MODEL_ROW, thr, "probability", n_frame, n_mirror), own
