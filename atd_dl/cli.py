@@ -151,5 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def console_main() -> None:
+    """The ``atd-dl`` command: :func:`main`, then :func:`~atd_dl.process_tuning.fast_exit`
+    (no interpreter teardown once the outputs are written)."""
+    from atd_dl.process_tuning import fast_exit
+
+    fast_exit(main())
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()

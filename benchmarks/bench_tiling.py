@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_tiling.py [--size 1600] [--plans 640:64,832:64,640:32,832:32]
+    python benchmarks/bench_tiling.py [--size 1600] [--plans auto,640:64,832:32,1024:32]
 
 A simulated paper-like ``--size``² frame is detected with one tile covering the whole frame
 (the reference: no seams) and with each ``TILE:OVERLAP`` plan (``auto`` = the shipped plan,
@@ -51,12 +51,13 @@ def peak_rss_mb(frame: Path, out: Path, tile: int | None, overlap: int | None) -
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=1600)
-    ap.add_argument("--plans", default="auto,832:64,640:32,832:32,1024:64")
+    ap.add_argument("--plans", default="auto,640:64,832:32,1024:32")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
     from atd_dl.detect.inference import CPU_MAX_TILE, load_detector
     from atd_dl.detect.pipeline import DetectConfig, Detector
+    from atd_dl.prep.partition import DETECT_OVERLAP
     from atd_dl.sim import preset_config, simulate_field, write_field
 
     rows = []
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             tile, overlap = (None, None) if plan == "auto" else (int(v) for v in plan.split(":"))
             xy, cpu = run(tile, overlap)
             rows.append({
-                "plan": plan if plan != "auto" else f"auto ({CPU_MAX_TILE}:64)",
+                "plan": plan if plan != "auto" else f"auto ({CPU_MAX_TILE}:{DETECT_OVERLAP})",
                 "inference_cpu_s": round(cpu, 3),
                 "identical_share": round(identical_share(ref, xy), 5),
                 "n_detections": len(xy),

@@ -86,6 +86,20 @@ def test_rule_round_trip_and_validation() -> None:
         FdrRule(0.02, (0.2, 0.1), (0.0, 0.0), 0.7)
 
 
+def record_predict_calls(det: object) -> list[tuple[int, ...]]:
+    """Wrap ``det.predictor.predict`` so each call's input shape is appended to the list."""
+    calls: list[tuple[int, ...]] = []
+    predictor = det.predictor  # type: ignore[attr-defined]
+    predict = predictor.predict
+
+    def counted(planes: np.ndarray) -> np.ndarray:
+        calls.append(planes.shape)
+        return predict(planes)
+
+    predictor.predict = counted
+    return calls
+
+
 @pytest.fixture()
 def model_with_rule(tmp_path: Path) -> Path:
     """The shipped default model folder with a per-frame rule that lowers eagerly."""
@@ -177,8 +191,30 @@ def test_detector_measures_the_frame_own_null(model_with_rule: Path, tmp_path: P
     path = next((tmp_path / "sim" / "frames").glob("*.fits"))
     det = Detector(*load_detector(model_with_rule))
     assert det.fdr_rule is not None and det.fdr_rule.mirror_px == 256 * 256
+    calls = record_predict_calls(det)
     assert det.run(path).threshold < det.threshold  # real stars: the cut goes down
+    assert len(calls) == 2  # the frame, then its mirrored crop
     data = fits.getdata(path).astype(np.float32)
     inverted = tmp_path / "inverted.fits"
     fits.writeto(inverted, (2 * np.median(data) - data).astype(np.float32))
+    calls.clear()
     assert det.run(inverted).threshold == pytest.approx(det.threshold)
+    assert len(calls) == 2  # the shipped null alone would cut it: the mirror is measured
+
+
+def test_mirror_is_skipped_when_the_shipped_null_keeps_the_ceiling(tmp_path: Path) -> None:
+    """The own null can only raise the threshold: on pure noise, which the shipped rule
+    already leaves at the ceiling, the network runs on the frame only."""
+    from astropy.io import fits
+
+    from atd_dl.detect.inference import load_detector
+    from atd_dl.detect.pipeline import Detector
+
+    det = Detector(*load_detector("default"))
+    assert det.fdr_rule is not None and det.fdr_rule.mirror_px > 0
+    calls = record_predict_calls(det)
+    noise = tmp_path / "noise.fits"
+    rng = np.random.default_rng(3)
+    fits.writeto(noise, rng.normal(1000.0, 10.0, (512, 512)).astype(np.float32))
+    assert det.run(noise).threshold == pytest.approx(det.threshold)
+    assert calls == [(2, 512, 512)]

@@ -30,3 +30,30 @@ def test_the_cli_does_not_import_numpy_before_tuning() -> None:
     code = "import sys, atd_dl.cli; print('numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False"
+
+
+FAST_EXIT = """
+import atexit, sys, threading, time
+from pathlib import Path
+from atd_dl.process_tuning import fast_exit
+out = Path(sys.argv[1])
+atexit.register(lambda: (out / "atexit").write_text("ran"))
+if len(sys.argv) > 2:  # a non-daemon thread still working: the exit must wait for it
+    threading.Thread(target=lambda: (time.sleep(0.5), (out / "thread").write_text("done"))).start()
+sys.stdout.write("unflushed output")
+fast_exit(3)
+"""
+
+
+def test_fast_exit_flushes_runs_atexit_and_waits_for_working_threads(tmp_path) -> None:
+    for args, thread_file in (([], False), (["thread"], True)):
+        proc = subprocess.run(
+            [sys.executable, "-c", FAST_EXIT, str(tmp_path), *args],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 3, proc.stderr
+        assert proc.stdout == "unflushed output"
+        assert (tmp_path / "atexit").read_text() == "ran"
+        assert (tmp_path / "thread").exists() == thread_file
+        (tmp_path / "atexit").unlink()

@@ -141,7 +141,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the frame, at most CPU_MAX_TILE px a side; 1024 on CUDA)",
     )
     p.add_argument(
-        "--overlap", type=int_at_least(0), default=None, help="tile overlap in px (default 64)"
+        "--overlap", type=int_at_least(0), default=None, help="tile overlap in px (default 32)"
     )
     p.add_argument("--hdu", type=_hdu, default=None, help="HDU index or EXTNAME to read")
     p.add_argument(

@@ -21,8 +21,11 @@ The shipped null comes from simulated noise; a real frame may be noisier for the
 (correlated noise of resampled mosaics, pattern noise). So the frame's own null is measured
 too, the way radio surveys estimate false detections on the inverted image: the network
 runs on the mirror ``2B - D`` (every source a hole, the noise statistically unchanged) of a
-central ``mirror_px`` crop, and ``null(t)`` is the larger of the shipped and the measured
-rate. That costs one more tile of inference (~10 % of a 1600² frame).
+central crop of ``mirror_px`` pixels (at most half the frame, :data:`MIRROR_MAX_SHARE`),
+and ``null(t)`` is the larger of the shipped and the measured rate. That costs one more
+tile of inference (~15 % of a 1600² frame's, at most half a small frame's), paid only when the
+shipped null alone would lower the threshold: the own null can only raise the expected noise
+count, so a frame that keeps the ceiling without it keeps it with it.
 
 On a source-free (or mirrored) frame ``N(t) <= E(t)``, so the shipped threshold is kept; in a
 crowded field the cut goes down. The threshold used is written in the catalog header
@@ -43,6 +46,7 @@ __all__ = [
     "peak_counts",
     "noise_peaks_per_px",
     "mirror_null_per_px",
+    "threshold_from_peaks",
     "frame_threshold",
 ]
 
@@ -95,14 +99,26 @@ class FdrRule:
 
 def probability_peaks(prob: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Values of the 3 x 3 local maxima of ``prob`` (>= :data:`PEAK_FLOOR`), at ``valid``
-    pixels; a plateau counts once per pixel, which only matters for saturated stars."""
-    from scipy.ndimage import maximum_filter
-
+    pixels; a plateau counts once per pixel, which only matters for saturated stars. The
+    frame edge repeats the edge pixels (a maximum filter's ``mode="nearest"``). Only pixels
+    above the floor are compared with their neighbours, so the cost follows the number of
+    candidates, not the frame size."""
     prob = np.asarray(prob, dtype=np.float32)
-    peak = (prob >= PEAK_FLOOR) & (prob == maximum_filter(prob, size=3, mode="nearest"))
+    if prob.ndim != 2 or prob.size == 0:
+        return np.zeros(0, np.float32)
+    above = prob >= PEAK_FLOOR
     if valid is not None:
-        peak &= valid
-    return prob[peak]
+        above &= valid
+    ys, xs = np.nonzero(above)
+    values = prob[ys, xs]
+    is_peak = np.ones(values.shape, dtype=bool)
+    ny, nx = prob.shape
+    for dy in (-1, 0, 1):
+        yn = np.clip(ys + dy, 0, ny - 1)
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                is_peak &= values >= prob[yn, np.clip(xs + dx, 0, nx - 1)]
+    return values[is_peak]
 
 
 def peak_counts(
@@ -124,6 +140,9 @@ def noise_peaks_per_px(probs: Sequence[np.ndarray], thresholds: Sequence[float])
 
 #: border (px) of the mirrored crop left out of the count (less context for the network)
 MIRROR_BORDER = 16
+#: largest share of the frame's area the mirrored crop covers: a sample, so that a small
+#: frame (a 50 x 4000 strip, a 0.3 Mpx SDSS cut-out) does not pay its inference twice
+MIRROR_MAX_SHARE = 0.5
 
 
 def mirror_null_per_px(
@@ -142,8 +161,9 @@ def mirror_null_per_px(
     if rule.mirror_px <= 0:
         return None
     ny, nx = subtracted.shape
-    hy = min(ny, int(np.sqrt(rule.mirror_px)))
-    hx = min(nx, -(-rule.mirror_px // max(hy, 1)))
+    crop_px = min(rule.mirror_px, int(MIRROR_MAX_SHARE * ny * nx))
+    hy = min(ny, int(np.sqrt(crop_px)))
+    hx = min(nx, -(-crop_px // max(hy, 1)))
     y0, x0 = (ny - hy) // 2, (nx - hx) // 2
     sl = (slice(y0, y0 + hy), slice(x0, x0 + hx))
     prob = predict(significance_planes(-subtracted[sl], rms[sl], bad=bad[sl]))
@@ -166,6 +186,14 @@ def frame_threshold(
     usable pixels (default all); ``own_null``: the frame's own noise maxima per pixel
     (:func:`mirror_null_per_px`), combined with the shipped null by their maximum."""
     area = float(prob.size if valid is None else np.count_nonzero(valid))
+    return threshold_from_peaks(probability_peaks(prob, valid), area, rule, own_null)
+
+
+def threshold_from_peaks(
+    peaks: np.ndarray, area: float, rule: FdrRule, own_null: np.ndarray | None = None
+) -> float:
+    """:func:`frame_threshold` from the frame's :func:`probability_peaks` and its usable
+    area (px), so one set of peaks serves the shipped-null and the own-null decisions."""
     grid = np.asarray(rule.thresholds, dtype=np.float64)
     keep = grid <= rule.ceiling + 1e-9
     null = np.asarray(rule.null_per_px, dtype=np.float64)
@@ -174,7 +202,8 @@ def frame_threshold(
     grid, null = grid[keep], null[keep]
     if grid.size == 0 or area == 0:
         return rule.ceiling
-    n_above = peak_counts(prob, grid, valid)
+    sorted_peaks = np.sort(np.asarray(peaks, dtype=np.float32))
+    n_above = len(sorted_peaks) - np.searchsorted(sorted_peaks, grid.astype(np.float32), "left")
     expected = null * area
     ok = expected <= rule.fdr * np.maximum(n_above, 1)
     # lowest grid value from which every higher value (up to the ceiling) passes

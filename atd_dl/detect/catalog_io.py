@@ -36,6 +36,7 @@ from atd_dl.detect.flags import FLAG_VERSION, flag_header_cards
 from atd_dl.detect.frame import PreparedFrame
 from atd_dl.errors import InputError
 from atd_dl.io.atomic import atomic_output
+from atd_dl.io.ecsv import write_ecsv
 from atd_dl.io.fits_io import provenance_cards, write_fits_image
 from atd_dl.io.resume import file_sha256  # re-exported: one owner, cached
 
@@ -206,7 +207,7 @@ def write_catalog(
         out.meta["flag_version"] = FLAG_VERSION
         with atomic_output(target) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
-            out.write(tmp, format="ascii.ecsv")
+            write_ecsv(out, tmp)
         written.append(target)
     return written
 

@@ -161,6 +161,8 @@ def local_background(
     """
     from scipy import ndimage
 
+    from atd_dl.prep.background_mesh import nanmedian
+
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if len(x) == 0:
@@ -178,7 +180,7 @@ def local_background(
     count = np.sum(np.isfinite(cells), axis=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        grid = np.nanmedian(cells, axis=2)
+        grid = nanmedian(cells, axis=2)
     good = count >= (b * b) // 4
     if not good.any():
         return np.zeros(len(x)), np.zeros(len(x), dtype=np.int64)

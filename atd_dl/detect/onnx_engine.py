@@ -165,6 +165,8 @@ def logits_to_probability(logits: np.ndarray) -> np.ndarray:
         return (1.0 / (1.0 + np.exp(-z[:, 0]))).astype(np.float32)
     # softmax of class 1 = 1 / sum_k exp(z_k - z_1); an overflow gives probability 0
     with np.errstate(over="ignore"):
+        if z.shape[1] == 2:  # the same sum, exp(0) = 1 written out: one exp per pixel
+            return (1.0 / (np.exp(z[:, 0] - z[:, 1]) + np.float32(1.0))).astype(np.float32)
         return (1.0 / np.exp(z - z[:, 1:2]).sum(axis=1)).astype(np.float32)
 
 

@@ -42,7 +42,12 @@ from astropy import units as u
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyWarning
 
-from atd_dl.detect.adaptive_threshold import FdrRule, frame_threshold, mirror_null_per_px
+from atd_dl.detect.adaptive_threshold import (
+    FdrRule,
+    mirror_null_per_px,
+    probability_peaks,
+    threshold_from_peaks,
+)
 from atd_dl.detect.catalog import describe_column
 from atd_dl.detect.catalog_io import (
     OUTPUT_SUFFIXES,
@@ -59,6 +64,7 @@ from atd_dl.io.fits_io import Frame, read_frame
 from atd_dl.io.paths import FITS_SUFFIXES, frame_stem
 from atd_dl.io.resume import file_sha256  # cached: hashed once per run
 from atd_dl.prep.network_input import SIGMA_INPUT_KIND, significance_planes
+from atd_dl.prep.partition import DETECT_OVERLAP
 from atd_dl.prep.psf_width import measure_fwhm
 
 log = logging.getLogger(__name__)
@@ -70,7 +76,7 @@ class DetectConfig:
 
     threshold: float | None = None  # None: the model's tuned threshold
     tile: int | None = None  # None: automatic (whole frame on CPU, 1024² on CUDA)
-    overlap: int = 64
+    overlap: int = DETECT_OVERLAP
     batch_size: int | None = None  # None: automatic
     device: str | None = None  # None: CUDA when available, else CPU
     compile: bool = False  # torch.compile the network
@@ -110,7 +116,9 @@ def merge_saturated_fragments(ex: Extraction, saturated: np.ndarray, grow: int =
     join it; ids and segmap renumbered. Their centroids and fluxes are the kept source's."""
     from scipy import ndimage
 
-    regions, n_reg = ndimage.label(ndimage.binary_dilation(saturated, iterations=grow))
+    from atd_dl.prep.morphology import grow_mask
+
+    regions, n_reg = ndimage.label(grow_mask(saturated, grow))
     if n_reg == 0:
         return ex
     seg = ex.segmap
@@ -335,7 +343,7 @@ class Detector:
     def predictor(self) -> Any:
         """The :class:`~atd_dl.detect.inference.TiledPredictor` (built on first use)."""
         if self._predictor is None:
-            from atd_dl.detect.inference import TiledPredictor
+            from atd_dl.detect.inference import TiledPredictor, tile_multiple
 
             if self.model is None:
                 raise ValueError("this Detector has no model (post-processing only)")
@@ -348,6 +356,7 @@ class Detector:
                 device=c.device,
                 compile=c.compile,
                 amp=c.amp,
+                multiple=tile_multiple(self.meta),
             )
         return self._predictor
 
@@ -428,6 +437,12 @@ class Detector:
             return self.threshold
         frame = prepared.frame
         valid = ~frame.mask & np.isfinite(frame.data)
+        peaks, area = probability_peaks(prob, valid), float(np.count_nonzero(valid))
+        shipped_only = threshold_from_peaks(peaks, area, self.fdr_rule)
+        # the frame's own null only raises the expected noise count, so the threshold can
+        # only move up from the shipped-null one: at the ceiling the mirror is not needed
+        if shipped_only >= self.fdr_rule.ceiling:
+            return shipped_only
         own = None
         if prepared.subtracted_adu is not None and prepared.background_rms_adu is not None:
             own = mirror_null_per_px(
@@ -437,7 +452,7 @@ class Detector:
                 self.predictor.predict,
                 self.fdr_rule,
             )
-        return frame_threshold(prob, self.fdr_rule, valid, own_null=own)
+        return threshold_from_peaks(peaks, area, self.fdr_rule, own)
 
     def extract(
         self, prepared: PreparedFrame, prob: np.ndarray, *, threshold: float | None = None
@@ -642,7 +657,7 @@ def detect_frame(
     threshold: float | None = None,
     masters: Any = None,
     tile: int | None = None,
-    overlap: int = 64,
+    overlap: int = DETECT_OVERLAP,
     batch_size: int | None = None,
     device: str | None = None,
     write: OutputConfig | str | Path | None = None,

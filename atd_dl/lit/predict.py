@@ -33,8 +33,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from atd_dl.detect.batch import RunSummary, _now, _problem, expand_inputs, unique_stems
 from atd_dl.detect.catalog_io import OutputConfig
+from atd_dl.detect.inference import tile_multiple
 from atd_dl.detect.pipeline import Detector, PreparedFrame
 from atd_dl.errors import InputError
+from atd_dl.prep.partition import DETECT_OVERLAP
 
 __all__ = ["FrameDataset", "FramePredictor", "DetectionWriter", "predict_distributed"]
 
@@ -92,14 +94,16 @@ class FramePredictor(L.LightningModule):
         net: torch.nn.Module,
         *,
         tile: int | None = None,
-        overlap: int = 64,
+        overlap: int = DETECT_OVERLAP,
         tiles_per_batch: int | None = None,
         amp: bool = True,
+        multiple: int = 16,
     ):
         super().__init__()
         self.net = net
         self.tile = tile
         self.overlap = overlap
+        self.multiple = multiple
         self.tiles_per_batch = tiles_per_batch
         self.amp = amp
         self._predictor: Any = None
@@ -116,6 +120,7 @@ class FramePredictor(L.LightningModule):
                 batch_size=self.tiles_per_batch,
                 device=self.device,
                 amp=self.amp,
+                multiple=self.multiple,
             )
         return self._predictor
 
@@ -221,6 +226,7 @@ def predict_distributed(
             overlap=detector.config.overlap,
             tiles_per_batch=detector.config.batch_size,
             amp=detector.config.amp,
+            multiple=tile_multiple(detector.meta),
         )
         trainer.predict(module, dataloaders=loader, return_predictions=False)
         trainer.strategy.barrier()

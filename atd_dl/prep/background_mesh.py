@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["box_meshes", "fill_excluded_boxes", "median_filter_mesh", "MAD_TO_STD"]
+__all__ = ["box_meshes", "fill_excluded_boxes", "median_filter_mesh", "nanmedian", "MAD_TO_STD"]
 
 #: the normal distribution's standard deviation over its median absolute deviation
 MAD_TO_STD = 1.482602218505602
 
 
-def _nanmedian(x: np.ndarray, axis: int = -1) -> np.ndarray:
+def nanmedian(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``np.nanmedian`` along ``axis`` by bottleneck (the same values, ~4x cheaper)."""
     try:
         import bottleneck
 
@@ -59,16 +60,29 @@ def _boxes(data: np.ndarray, bad: np.ndarray, box_shape: tuple[int, int]) -> np.
     return padded.reshape(nby, by, nbx, bx).transpose(0, 2, 1, 3).reshape(nby, nbx, by * bx)
 
 
-def _sigma_clip(boxes: np.ndarray, sigma: float = 3.0, maxiters: int = 10) -> np.ndarray:
-    """Clip (set to NaN) pixels outside median ± ``sigma`` · std of their box, iterating
-    each box until it loses no pixel (``maxiters`` at most): astropy's ``SigmaClip``
-    along the last axis, computed again only for the boxes still changing."""
+def _nanmean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    try:
+        import bottleneck
+
+        return np.asarray(bottleneck.nanmean(x, axis=axis))
+    except ImportError:  # pragma: no cover
+        return np.nanmean(x, axis=axis)
+
+
+def _sigma_clip(
+    boxes: np.ndarray, sigma: float = 3.0, maxiters: int = 10, centre_of: str = "median"
+) -> np.ndarray:
+    """Clip (set to NaN) pixels outside centre ± ``sigma`` · std of their box (centre: the
+    median, or the mean with ``centre_of="mean"``), iterating each box until it loses no
+    pixel (``maxiters`` at most): astropy's ``SigmaClip`` along the last axis, computed again
+    only for the boxes still changing."""
+    centre_fn = nanmedian if centre_of == "median" else _nanmean
     flat = boxes.reshape(-1, boxes.shape[-1])
     active = np.arange(len(flat))
     for _ in range(maxiters):
         sub = flat[active]
         with np.errstate(invalid="ignore"):
-            centre = _nanmedian(sub)[:, None]
+            centre = centre_fn(sub)[:, None]
             spread = _nanstd(sub)[:, None]
             out = (sub < centre - sigma * spread) | (sub > centre + sigma * spread)
         changed = out.any(axis=1)
@@ -87,14 +101,21 @@ def box_meshes(
     *,
     exclude_percentile: float = 10.0,
     clip: bool = True,
+    statistic: str = "median",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Background and rms meshes (float32, NaN for excluded boxes) of ``data`` ``[ny, nx]``.
 
+    ``statistic="median"``: 3-sigma-clipped median and MAD rms (photutils' defaults).
+    ``statistic="mean"``: 5-sigma-clipped (about the mean) mean and standard deviation, for
+    photon-counting frames, whose median and MAD are whole counts (a sky of 0.5 photon/px
+    has median 0 and MAD 0); the wide clip removes stars but barely the Poisson tail.
     ``bad`` True = pixel left out. Raises ``ValueError`` when every box is excluded.
     """
+    if statistic not in ("median", "mean"):
+        raise ValueError(f"statistic must be 'median' or 'mean', got {statistic!r}")
     boxes = _boxes(np.asarray(data, dtype=np.float32), np.asarray(bad, dtype=bool), box_shape)
     if clip:
-        boxes = _sigma_clip(boxes)
+        boxes = _sigma_clip(boxes, *((5.0, 10, "mean") if statistic == "mean" else ()))
     n_good = np.count_nonzero(~np.isnan(boxes), axis=-1)
     excluded = n_good <= (1.0 - exclude_percentile / 100.0) * boxes.shape[-1]
     if excluded.all():
@@ -103,8 +124,12 @@ def box_meshes(
             f"{exclude_percentile:g}% masked or clipped pixels"
         )
     with np.errstate(invalid="ignore"):
-        background = _nanmedian(boxes).astype(np.float32)
-        rms = (MAD_TO_STD * _nanmedian(np.abs(boxes - background[..., None]))).astype(np.float32)
+        if statistic == "mean":
+            background = _nanmean(boxes).astype(np.float32)
+            rms = _nanstd(boxes).astype(np.float32)
+        else:
+            background = nanmedian(boxes).astype(np.float32)
+            rms = (MAD_TO_STD * nanmedian(np.abs(boxes - background[..., None]))).astype(np.float32)
     background[excluded] = np.nan
     rms[excluded] = np.nan
     return background, rms
@@ -142,4 +167,4 @@ def median_filter_mesh(mesh: np.ndarray, size: int = 3) -> np.ndarray:
     stack = np.stack(
         [padded[dy : dy + ny, dx : dx + nx] for dy in range(size) for dx in range(size)], axis=-1
     )
-    return _nanmedian(stack).astype(mesh.dtype)
+    return nanmedian(stack).astype(mesh.dtype)

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+
+from atd_dl.prep.morphology import grow_mask, max_filter
 
 __all__ = [
     "FwhmMeasurement",
@@ -111,9 +112,9 @@ def bright_peaks(
     noise = np.where(np.isfinite(rms) & (rms > 0), rms, np.inf).astype(np.float32)
     z = img / noise
     size = 2 * int(isolation_px) + 1
-    is_max = (img == ndimage.maximum_filter(img, size=size)) & (z > nsigma)
+    is_max = (img == max_filter(img, size)) & (z > nsigma)
     if bad is not None and np.any(bad):
-        near_bad = ndimage.binary_dilation(np.asarray(bad, bool), iterations=3)
+        near_bad = grow_mask(np.asarray(bad, bool), 3)
         is_max &= ~near_bad
     ny, nx = img.shape
     is_max[:edge_px] = is_max[-edge_px:] = False
