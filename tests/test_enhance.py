@@ -96,6 +96,24 @@ def test_background_survives_saturated_stars_and_nan_borders() -> None:
     assert 3.0 < float(np.median(rms)) < 8.0
 
 
+@pytest.mark.parametrize("sky", [0.1, 0.5, 1.5])
+def test_photon_counting_background_is_the_mean_not_a_whole_count(sky: float) -> None:
+    """A sky of < ~2 photons/px has a whole-count median and a MAD of 0: the background is
+    the clipped mean (not the median 0, which biased every aperture flux by -sky per pixel)
+    and the rms the Poisson one, with stars present; the note names the estimator."""
+    rng = np.random.default_rng(int(10 * sky))
+    counts = rng.poisson(sky, (400, 300)).astype(np.float32)
+    yy, xx = np.mgrid[0:400, 0:300]
+    for x0, y0 in ((50, 60), (200, 150), (120, 300)):
+        counts += rng.poisson(400 * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / 4.5))
+    notes: list[str] = []
+    bkg, rms = estimate_background(counts + 100, box=50, source="emccd.fits", notes=notes)
+    assert abs(float(np.median(bkg)) - (100 + sky)) < 0.05 * max(sky, 0.5)
+    assert abs(float(np.median(rms)) - np.sqrt(sky)) < 0.1 * np.sqrt(sky)
+    assert notes == ["emccd.fits: background from 5-sigma-clipped mean and std in boxes: "
+                     "photon-counting noise"]  # fmt: skip
+
+
 def test_background_of_a_constant_frame_is_its_value_with_zero_rms() -> None:
     notes: list[str] = []
     bkg, rms = estimate_background(np.full((80, 80), 3.0, np.float32), source="f.fits", notes=notes)

@@ -89,6 +89,26 @@ def _valid_pixels(data: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 
 #: how far saturated / masked pixels are grown before the background statistics (px)
 MASK_DILATION_PX = 2
+#: the box estimator for photon-counting frames (first for :func:`whole_count_noise`
+#: frames, else tried when the median ones fail)
+COUNTING_ESTIMATOR = "5-sigma-clipped mean and std in boxes"
+#: whole-number data whose robust rms is below this many units count as photon counting
+COUNTING_MAX_RMS = 3.0
+
+
+def whole_count_noise(data: np.ndarray, valid: np.ndarray, sample_px: int = 200_000) -> bool:
+    """True for whole-number data (photon counts, raw ADU) with a robust (MAD) rms below
+    :data:`COUNTING_MAX_RMS` units, judged on an even sample of ``valid`` pixels: there a
+    box median is a whole count, off the mean by up to half a unit (0.4 sigma at a sky of
+    1.5 photons/px), so the background is the clipped mean instead."""
+    values = data[valid]
+    if values.size == 0:
+        return False
+    sample = values[:: max(1, values.size // sample_px)]
+    if not np.array_equal(sample, np.round(sample)):
+        return False
+    median = np.median(sample)
+    return bool(1.4826 * np.median(np.abs(sample - median)) < COUNTING_MAX_RMS)
 
 
 def _dilate(mask: np.ndarray, iterations: int) -> np.ndarray:
@@ -106,11 +126,12 @@ def _background2d(
     filter_size: int,
     exclude_percentile: float,
     clip: bool,
+    statistic: str = "median",
 ) -> tuple[np.ndarray, np.ndarray]:
     box_shape = (min(int(box), data.shape[0]), min(int(box), data.shape[1]))
     fs = filter_size if min(data.shape[0] // box_shape[0], data.shape[1] // box_shape[1]) > 1 else 1
     bkg_mesh, rms_mesh = box_meshes(
-        data, bad, box_shape, exclude_percentile=exclude_percentile, clip=clip
+        data, bad, box_shape, exclude_percentile=exclude_percentile, clip=clip, statistic=statistic
     )
     bkg_mesh = median_filter_mesh(fill_excluded_boxes(bkg_mesh), fs)
     rms_mesh = median_filter_mesh(fill_excluded_boxes(rms_mesh), fs)
@@ -177,9 +198,15 @@ def estimate_background(
     masked pixels (saturated cores, bleeds, NaN borders) are grown by
     :data:`MASK_DILATION_PX` first, so the wings around them do not bias the boxes.
 
+    Whole-number frames with a robust rms under 3 units (:func:`whole_count_noise`: photon
+    counting, EMCCDs, raw frames of low noise) use the 5-sigma-clipped mean and standard
+    deviation in boxes first.
     A valid frame never fails: the estimators are tried in order — sigma-clipped median
     in ``box`` boxes (the paper's), the same accepting boxes up to 50 % masked, no
-    clipping, boxes twice as large, then one sigma-clipped global median and MAD rms —
+    clipping, boxes twice as large, the 5-sigma-clipped mean and standard deviation in
+    boxes (photon-counting frames, whose median and MAD are whole counts: a sky of 0.5
+    photon/px has median 0 and MAD 0, so the median would bias every flux by -0.5 per
+    pixel), then one sigma-clipped global median and MAD rms —
     and the first that gives finite maps wins. When a fallback is used a one-line note
     naming it (and why) is logged and appended to ``notes``. ``source`` names the file.
     Raises :class:`InputError` only when no pixel is usable; a constant frame gives its
@@ -196,22 +223,31 @@ def estimate_background(
     bad = _dilate(~valid, MASK_DILATION_PX)
     if bad.all():
         bad = ~valid
+    counting = whole_count_noise(data, valid)
     attempts = (
-        ("sigma-clipped median", box, exclude_percentile, True),
-        ("sigma-clipped median, boxes up to 50% masked", box, 50.0, True),
-        ("unclipped median", box, 50.0, False),
-        (f"unclipped median in {2 * box}px boxes", 2 * box, 50.0, False),
+        *(((COUNTING_ESTIMATOR, box, exclude_percentile, True, "mean"),) if counting else ()),
+        ("sigma-clipped median", box, exclude_percentile, True, "median"),
+        ("sigma-clipped median, boxes up to 50% masked", box, 50.0, True, "median"),
+        ("unclipped median", box, 50.0, False, "median"),
+        (f"unclipped median in {2 * box}px boxes", 2 * box, 50.0, False, "median"),
+        # photon counting: whole-count medians and a MAD of 0 (sky < ~2 counts/px)
+        (COUNTING_ESTIMATOR, box, 50.0, True, "mean"),
     )
     reasons: list[str] = []
-    for label, b, excl, clip in attempts:
+    for label, b, excl, clip, statistic in attempts:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                background, rms = _background2d(data, bad, b, filter_size, excl, clip)
+                background, rms = _background2d(data, bad, b, filter_size, excl, clip, statistic)
         except ValueError as err:
             reasons.append(f"{label}: {str(err).splitlines()[0][:80]}")
             continue
-        if reasons:
+        if label == COUNTING_ESTIMATOR and not reasons:
+            _note(notes, source, f"background from {label}: photon-counting noise", "info")
+        elif label == COUNTING_ESTIMATOR:
+            _note(notes, source, f"background from {label}: photon-counting noise (median "
+                  f"estimators failed: {reasons[0]})", "info")  # fmt: skip
+        elif reasons:
             _note(notes, source, f"background from {label} ({'; '.join(reasons)})")
         return background, rms
     try:
@@ -231,11 +267,13 @@ def estimate_background(
     return background, rms
 
 
-def _note(notes: list[str] | None, source: str | Path | None, text: str) -> None:
+def _note(
+    notes: list[str] | None, source: str | Path | None, text: str, level: str = "warning"
+) -> None:
     import logging
 
     line = f"{source}: {text}" if source is not None else text
-    logging.getLogger(__name__).warning(line)
+    getattr(logging.getLogger(__name__), level)(line)
     if notes is not None:
         notes.append(line)
 
