@@ -150,10 +150,12 @@ def local_background(
     box: int,
     *,
     exclude: np.ndarray | None = None,
+    mean: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Residual background level at ``(x, y)`` and the pixels it rests on.
 
-    ``image`` is cut into ``box`` x ``box`` cells; each cell's median over pixels not in
+    ``image`` is cut into ``box`` x ``box`` cells; each cell's median (``mean=True``: mean,
+    for photon counts, whose median is a whole count) over pixels not in
     ``exclude`` (other sources' segments, masked pixels) gives a coarse map, cells with
     fewer than a quarter of their pixels usable are filled from their neighbours, the map
     is 3 x 3 median-filtered and interpolated bilinearly at the positions. Linear in the
@@ -180,7 +182,7 @@ def local_background(
     count = np.sum(np.isfinite(cells), axis=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        grid = nanmedian(cells, axis=2)
+        grid = np.nanmean(cells, axis=2) if mean else nanmedian(cells, axis=2)
     good = count >= (b * b) // 4
     if not good.any():
         return np.zeros(len(x)), np.zeros(len(x), dtype=np.int64)

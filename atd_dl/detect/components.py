@@ -39,6 +39,7 @@ class FrameImage:
     any_saturated: bool
     poisson: bool  # add the sources' shot noise (intensities in electrons)
     rms: np.ndarray | float = 1.0  # background rms (map or scalar), flux unit
+    counting: bool = False  # photon counts: residual background levels are means
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -71,6 +72,7 @@ def frame_image(
     mask: np.ndarray | None,
     saturated: np.ndarray | None,
     poisson: bool,
+    counting: bool = False,
 ) -> FrameImage:
     """Check the inputs and build the :class:`FrameImage` (noise not yet set).
 
@@ -89,7 +91,7 @@ def frame_image(
     img0 = np.where(bad, np.float32(0), img) if any_bad else img
     sat = None if saturated is None else np.asarray(saturated, dtype=bool)
     any_sat = sat is not None and bool(sat.any())
-    return FrameImage(img0, bad, any_bad, sat, any_sat, poisson)
+    return FrameImage(img0, bad, any_bad, sat, any_sat, poisson, counting=counting)
 
 
 def background_rms(img: np.ndarray, exclude: np.ndarray) -> float:

@@ -145,13 +145,14 @@ def local_background_correction(
     segmap: np.ndarray,
     cfg: PostprocessConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Aperture flux minus area x local residual background (median of source-free pixels
-    in cells of max(16, 8 FWHM) px, :func:`~atd_dl.detect.centroid.local_background`);
+    """Aperture flux minus area x local residual background (median of source-free pixels,
+    their mean for photon counts, in cells of max(16, 8 FWHM) px,
+    :func:`~atd_dl.detect.centroid.local_background`);
     its error (1.2533 rms / sqrt(pixels)) is added to ``flux_err`` in quadrature."""
     img, bad = frame.image, frame.bad_or_none()
     exclude = segmap > 0 if bad is None else (segmap > 0) | bad
     box = int(max(16, round(8 * fwhm)))
-    level, count = local_background(img, x, y, box, exclude=exclude)
+    level, count = local_background(img, x, y, box, exclude=exclude, mean=frame.counting)
     area, _ = aperture_fluxes(
         np.ones(img.shape, np.float32),
         x,

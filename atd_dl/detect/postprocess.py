@@ -121,6 +121,7 @@ def segment_sources(
     poisson: bool = True,
     unit: u.UnitBase | str = u.electron,
     config: PostprocessConfig | None = None,
+    counting: bool = False,
 ) -> Extraction:
     """Probability map -> catalog + segmentation map (see the module docstring).
 
@@ -130,12 +131,15 @@ def segment_sources(
     None; ``saturated`` True = saturated pixel; ``edge`` px for the NEAR_EDGE flag;
     ``fwhm`` px (PSF width for deblending and the aperture; measured from bright isolated
     sources when None); ``poisson`` adds the sources' shot noise (needs electrons);
-    ``unit`` of the flux columns.
+    ``unit`` of the flux columns; ``counting``: photon-counting data (whole counts), whose
+    local residual background is a mean, not a whole-count median.
     """
     cfg = config or PostprocessConfig()
     unit = u.Unit(unit)
     prob = np.asarray(prob)
-    frame = frame_image(prob, image_e, mask=mask, saturated=saturated, poisson=poisson)
+    frame = frame_image(
+        prob, image_e, mask=mask, saturated=saturated, poisson=poisson, counting=counting
+    )
     comps = find_components(
         prob, threshold, min_area=cfg.min_area, small_peak_prob=cfg.small_peak_prob
     )

@@ -67,6 +67,7 @@ class Enhanced:
     subtracted: np.ndarray
     vmin: float
     vmax: float
+    counting: bool = False  # background from the photon-counting (mean) estimator
 
 
 class QualityMetrics(NamedTuple):
@@ -191,6 +192,7 @@ def estimate_background(
     exclude_percentile: float = 10.0,
     source: str | Path | None = None,
     notes: list[str] | None = None,
+    estimator: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """2-D background and background RMS maps (float32, ADU) of ``data`` ``[ny, nx]``.
 
@@ -208,7 +210,8 @@ def estimate_background(
     photon/px has median 0 and MAD 0, so the median would bias every flux by -0.5 per
     pixel), then one sigma-clipped global median and MAD rms —
     and the first that gives finite maps wins. When a fallback is used a one-line note
-    naming it (and why) is logged and appended to ``notes``. ``source`` names the file.
+    naming it (and why) is logged and appended to ``notes``; ``estimator`` (a list) gets
+    the name of the box estimator used. ``source`` names the file.
     Raises :class:`InputError` only when no pixel is usable; a constant frame gives its
     value as background and an rms of 0 (with a note).
     """
@@ -242,6 +245,8 @@ def estimate_background(
         except ValueError as err:
             reasons.append(f"{label}: {str(err).splitlines()[0][:80]}")
             continue
+        if estimator is not None:
+            estimator.append(label)
         if label == COUNTING_ESTIMATOR and not reasons:
             _note(notes, source, f"background from {label}: photon-counting noise", "info")
         elif label == COUNTING_ESTIMATOR:
@@ -344,6 +349,7 @@ def enhance_frame(
     use it save its cost and astropy.visualization's import.
     """
     data = np.asarray(data, dtype=np.float32)
+    used: list[str] = []
     background, rms = estimate_background(
         data,
         mask,
@@ -352,6 +358,7 @@ def enhance_frame(
         exclude_percentile=exclude_percentile,
         source=source,
         notes=notes,
+        estimator=used,
     )
     subtracted = data - background
     image8, vmin, vmax = (
@@ -364,6 +371,7 @@ def enhance_frame(
         subtracted=subtracted,
         vmin=vmin,
         vmax=vmax,
+        counting=used == [COUNTING_ESTIMATOR],
     )
 
 
