@@ -39,7 +39,7 @@ def test_default_model_is_quiet_on_pure_noise(
 ) -> None:
     """Fewer than 1 detection per 10^5 px on source-free frames (issue: 52,000 on 1600²).
 
-    Photon-counting frames (Poisson < ~2 counts/px, no read noise) are a known gap (card)."""
+    Photon-counting frames (Poisson < ~2 counts/px) are covered by tests/test_photon_counting.py."""
     rng = np.random.default_rng(11)
     frame = array_frame(noise_frame(shape, kind, level, rng), gain=1.0)
     n = len(default_detector.run(frame).catalog)
@@ -57,7 +57,11 @@ def _strict_f1(detector: Detector, folder: Path) -> tuple[float, Table]:
     return 2 * c.tp / max(2 * c.tp + c.fp + c.fn, 1), cat
 
 
-@pytest.mark.parametrize(("fwhm", "floor"), [(1.3, 0.64), (2.5, 0.69), (4.5, 0.73)])
+# the FWHM-4.5 frame of this seed is a photon-counting field (sky < 1 photon/px): strict F1
+# 0.74 with the median background of before, 0.73 with the counting background and 0.68 with
+# its SNR floor (COUNTING_MIN_SNR, scaled by the aperture), which keeps pure Poisson noise
+# at < 0.1 false detections per 10^5 px instead of ~15 (tests/test_photon_counting.py)
+@pytest.mark.parametrize(("fwhm", "floor"), [(1.3, 0.64), (2.5, 0.69), (4.5, 0.66)])
 def test_default_model_finds_stars_across_psf_widths(
     default_detector: Detector, tmp_path: Path, fwhm: float, floor: float
 ) -> None:

@@ -58,6 +58,7 @@ from atd_dl.detect.catalog_io import (
 from atd_dl.detect.domain import domain_warnings
 from atd_dl.detect.flags import SourceFlag
 from atd_dl.detect.frame import FrameResult, PreparedFrame, PreparedMosaic
+from atd_dl.detect.measure import aperture_radius
 from atd_dl.detect.postprocess import Extraction, PostprocessConfig, _empty_catalog, segment_sources
 from atd_dl.errors import InputError
 from atd_dl.io.fits_io import Frame, read_frame
@@ -77,6 +78,17 @@ log = logging.getLogger(__name__)
 #: simulated counting fields the floor keeps strict F1 at 36 (18 with the median background
 #: of before, 46 without a floor but 15 false detections per 10^5 px on pure noise)
 COUNTING_MIN_SNR = 2.5
+
+
+def counting_snr_floor(radius: float, cfg: PostprocessConfig) -> float:
+    """:data:`COUNTING_MIN_SNR` for the aperture of the default PSF width, scaled down as
+    the frame's aperture (``radius`` px) grows: the floor is aimed at compact photon clumps,
+    whose aperture SNR falls as 1 / radius, and a broad PSF's faint stars (FWHM 4.5 px:
+    aperture SNR 1-2 at strict F1 0.73) must survive it."""
+    ref = aperture_radius(cfg.default_fwhm, cfg)
+    if not np.isfinite(radius) or radius <= ref:
+        return COUNTING_MIN_SNR
+    return COUNTING_MIN_SNR * ref / float(radius)
 
 
 @dataclass
@@ -498,7 +510,7 @@ class Detector:
             ex = merge_saturated_fragments(ex, frame.saturated)
         min_snr = self.min_snr
         if prepared.counting and self.config.min_snr is None:
-            min_snr = max(min_snr, COUNTING_MIN_SNR)
+            min_snr = max(min_snr, counting_snr_floor(ex.aperture_radius, self.config.postprocess))
         if min_snr > 0 and len(ex.catalog):
             ex = _drop_low_snr(ex, min_snr)
         if frame.origin != (0, 0) and len(ex.catalog):  # trimmed: report HDU pixels
