@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--mirror-px",
         type=int,
-        default=640 * 640,
+        default=512 * 512,
         help="area of the mirrored crop on which the per-frame rule measures each frame's own "
         "null (0: the shipped null only)",
     )
