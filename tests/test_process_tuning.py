@@ -57,3 +57,14 @@ def test_fast_exit_flushes_runs_atexit_and_waits_for_working_threads(tmp_path) -
         assert (tmp_path / "atexit").read_text() == "ran"
         assert (tmp_path / "thread").exists() == thread_file
         (tmp_path / "atexit").unlink()
+
+
+def test_gc_paused_for_start_up_then_frozen_and_back_on() -> None:
+    code = (
+        "import gc; from atd_dl.process_tuning import pause_gc, settle_gc; "
+        "pause_gc(); off = not gc.isenabled(); import numpy; settle_gc(); "
+        "print(off, gc.isenabled(), gc.get_freeze_count() > 1000)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "True"]

@@ -176,6 +176,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run detection over all inputs; 0 when every frame succeeded, 1 otherwise."""
+    from atd_dl.process_tuning import pause_gc, settle_gc
+
+    pause_gc()  # the start-up imports create no garbage worth collecting
     from atd_dl.detect.batch import detect_files, load_masters
     from atd_dl.detect.catalog_io import OutputConfig
     from atd_dl.detect.inference import load_detector
@@ -199,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
         overlay=args.overlay,
         overwrite=args.overwrite,
     )
+
+    settle_gc()
 
     def report(msg: str) -> None:
         print(f"error: {msg}", file=sys.stderr)
