@@ -114,6 +114,22 @@ def test_photon_counting_background_is_the_mean_not_a_whole_count(sky: float) ->
                      "photon-counting noise"]  # fmt: skip
 
 
+def test_coarse_quantisation_of_ordinary_noise_is_not_photon_counting() -> None:
+    """1.5 ADU of noise is photon counting only if an ADU is about one photon."""
+    from atd_dl.prep.enhance import whole_count_noise
+
+    rng = np.random.default_rng(8)
+    data = np.round(rng.normal(300.0, 1.5, (200, 200))).astype(np.float32)
+    valid = np.ones(data.shape, bool)
+    assert whole_count_noise(data, valid, gain=1.0)
+    assert whole_count_noise(data, valid)  # gain unknown: ADU taken as counts
+    assert not whole_count_noise(data, valid, gain=5.0)  # 7.5 e- of noise
+    assert not whole_count_noise(data + 0.25, valid, gain=1.0)  # not whole numbers
+    notes: list[str] = []
+    estimate_background(data, gain=5.0, notes=notes)
+    assert notes == []  # the sigma-clipped median, no note
+
+
 def test_background_of_a_constant_frame_is_its_value_with_zero_rms() -> None:
     notes: list[str] = []
     bkg, rms = estimate_background(np.full((80, 80), 3.0, np.float32), source="f.fits", notes=notes)

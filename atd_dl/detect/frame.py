@@ -40,7 +40,7 @@ class PreparedFrame:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     fwhm: FwhmMeasurement | None = None  # measured PSF width (None when empty)
-    counting: bool = False  # photon-counting background (whole counts, rms < 3 units)
+    counting: bool = False  # photon-counting background (whole counts, rms < 3 e-)
 
     @property
     def empty(self) -> bool:

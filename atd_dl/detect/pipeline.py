@@ -264,6 +264,7 @@ def _enhance(
         source=frame.path,
         notes=notes,
         stretch=stretch,
+        gain=g,
     )
     scale = np.float32(g if g else 1.0)
     image_e = enh.subtracted * scale

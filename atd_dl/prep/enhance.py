@@ -93,15 +93,20 @@ MASK_DILATION_PX = 2
 #: the box estimator for photon-counting frames (first for :func:`whole_count_noise`
 #: frames, else tried when the median ones fail)
 COUNTING_ESTIMATOR = "5-sigma-clipped mean and std in boxes"
-#: whole-number data whose robust rms is below this many units count as photon counting
-COUNTING_MAX_RMS = 3.0
+#: whole-number data whose robust rms is below this many electrons (ADU when the gain is
+#: unknown) count as photon counting: a sky of up to ~9 photons/px without read noise
+COUNTING_MAX_RMS_E = 3.0
 
 
-def whole_count_noise(data: np.ndarray, valid: np.ndarray, sample_px: int = 200_000) -> bool:
-    """True for whole-number data (photon counts, raw ADU) with a robust (MAD) rms below
-    :data:`COUNTING_MAX_RMS` units, judged on an even sample of ``valid`` pixels: there a
-    box median is a whole count, off the mean by up to half a unit (0.4 sigma at a sky of
-    1.5 photons/px), so the background is the clipped mean instead."""
+def whole_count_noise(
+    data: np.ndarray, valid: np.ndarray, gain: float | None = None, sample_px: int = 200_000
+) -> bool:
+    """True for photon-counting data: whole numbers whose robust (MAD) rms times ``gain``
+    (e-/ADU; 1 when unknown) is below :data:`COUNTING_MAX_RMS_E`, judged on an even sample
+    of ``valid`` pixels. There a box median is a whole count, off the mean by up to half a
+    photon (0.4 sigma at a sky of 1.5 photons/px), so the background is the clipped mean,
+    and clumps of a few photons look like faint stars to the network. A coarsely quantised
+    frame of ordinary noise (gain 5 e-/ADU, rms 1.5 ADU = 7.5 e-) is not counting."""
     values = data[valid]
     if values.size == 0:
         return False
@@ -109,7 +114,8 @@ def whole_count_noise(data: np.ndarray, valid: np.ndarray, sample_px: int = 200_
     if not np.array_equal(sample, np.round(sample)):
         return False
     median = np.median(sample)
-    return bool(1.4826 * np.median(np.abs(sample - median)) < COUNTING_MAX_RMS)
+    rms = 1.4826 * float(np.median(np.abs(sample - median)))
+    return rms * (gain if gain and gain > 0 else 1.0) < COUNTING_MAX_RMS_E
 
 
 def _dilate(mask: np.ndarray, iterations: int) -> np.ndarray:
@@ -193,6 +199,7 @@ def estimate_background(
     source: str | Path | None = None,
     notes: list[str] | None = None,
     estimator: list[str] | None = None,
+    gain: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """2-D background and background RMS maps (float32, ADU) of ``data`` ``[ny, nx]``.
 
@@ -200,9 +207,9 @@ def estimate_background(
     masked pixels (saturated cores, bleeds, NaN borders) are grown by
     :data:`MASK_DILATION_PX` first, so the wings around them do not bias the boxes.
 
-    Whole-number frames with a robust rms under 3 units (:func:`whole_count_noise`: photon
-    counting, EMCCDs, raw frames of low noise) use the 5-sigma-clipped mean and standard
-    deviation in boxes first.
+    Photon-counting frames (:func:`whole_count_noise` with ``gain`` e-/ADU: whole numbers,
+    robust rms under 3 e-) use the 5-sigma-clipped mean and standard deviation in boxes
+    first.
     A valid frame never fails: the estimators are tried in order — sigma-clipped median
     in ``box`` boxes (the paper's), the same accepting boxes up to 50 % masked, no
     clipping, boxes twice as large, the 5-sigma-clipped mean and standard deviation in
@@ -226,7 +233,7 @@ def estimate_background(
     bad = _dilate(~valid, MASK_DILATION_PX)
     if bad.all():
         bad = ~valid
-    counting = whole_count_noise(data, valid)
+    counting = whole_count_noise(data, valid, gain)
     attempts = (
         *(((COUNTING_ESTIMATOR, box, exclude_percentile, True, "mean"),) if counting else ()),
         ("sigma-clipped median", box, exclude_percentile, True, "median"),
@@ -340,13 +347,15 @@ def enhance_frame(
     source: str | Path | None = None,
     notes: list[str] | None = None,
     stretch: bool = True,
+    gain: float | None = None,
 ) -> Enhanced:
     """Background-subtract the whole frame and ZScale-stretch it to 8 bits.
 
     ``data`` ``[ny, nx]`` in ADU; ``mask`` True = unusable pixel (kept out of the
     background and ZScale statistics). See the module docstring for the choices made.
     ``stretch=False`` skips the stretch (``image8`` None, limits NaN): inputs that do not
-    use it save its cost and astropy.visualization's import.
+    use it save its cost and astropy.visualization's import. ``gain`` (e-/ADU, None when
+    unknown) decides whether whole-number data are photon counting (:func:`whole_count_noise`).
     """
     data = np.asarray(data, dtype=np.float32)
     used: list[str] = []
@@ -359,6 +368,7 @@ def enhance_frame(
         source=source,
         notes=notes,
         estimator=used,
+        gain=gain,
     )
     subtracted = data - background
     image8, vmin, vmax = (
