@@ -77,7 +77,7 @@ log = logging.getLogger(__name__)
 #: Poisson frames of 0.1-5 photons/px (8.9 Mpx) no such detection reached SNR 2.6; on five
 #: simulated counting fields strict F1 is 37 with the floor (:func:`counting_snr_floor`),
 #: 18 with the median background of before, 46 without a floor but with ~15 false
-#: detections per 10^5 px on pure noise of 0.1 photon/px)
+#: detections per 10^5 px on pure noise of 0.1 photon/px
 COUNTING_MIN_SNR = 2.5
 
 
