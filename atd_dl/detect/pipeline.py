@@ -511,7 +511,9 @@ class Detector:
         if frame.saturated.any() and len(ex.catalog) > 1:
             ex = merge_saturated_fragments(ex, frame.saturated)
         min_snr = self.min_snr
-        if prepared.counting and self.config.min_snr is None:
+        # photon clumps matter where stars are few: a frame the per-frame rule cuts below
+        # the noise-safe threshold is rich in sources, and its false-discovery control holds
+        if prepared.counting and self.config.min_snr is None and t >= self.threshold:
             min_snr = max(min_snr, counting_snr_floor(ex.aperture_radius, self.config.postprocess))
         if min_snr > 0 and len(ex.catalog):
             ex = _drop_low_snr(ex, min_snr)
