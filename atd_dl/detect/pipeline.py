@@ -71,13 +71,11 @@ from atd_dl.prep.psf_width import measure_fwhm
 log = logging.getLogger(__name__)
 
 
-#: smallest aperture SNR kept on photon-counting frames (``PreparedFrame.counting``) unless
-#: ``min_snr`` is set: there a few photons side by side (two 1-photon pixels are a 4-sigma
-#: pair at a sky of 0.1 photon/px) look like a faint star to the network. On source-free
-#: Poisson frames of 0.1-5 photons/px (8.9 Mpx) no such detection reached SNR 2.6; on five
-#: simulated counting fields strict F1 is 37 with the floor (:func:`counting_snr_floor`),
-#: 18 with the median background of before, 46 without a floor but with ~15 false
-#: detections per 10^5 px on pure noise of 0.1 photon/px
+#: smallest aperture SNR kept on photon-counting frames (``PreparedFrame.counting``) at the
+#: noise-safe threshold, unless ``min_snr`` is set: there a few photons side by side (two
+#: 1-photon pixels are a 4-sigma pair at a sky of 0.1 photon/px) look like a faint star to
+#: the network (~15 per 10^5 px on pure noise of 0.1 photon/px). On source-free Poisson
+#: frames of 0.1-5 photons/px (8.9 Mpx) none of them reached SNR 2.6
 COUNTING_MIN_SNR = 2.5
 
 
