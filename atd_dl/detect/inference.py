@@ -22,9 +22,11 @@ and keeps a 50 x 4000 strip close to its own pixel count.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -305,27 +307,36 @@ class TiledPredictor:
         log.info("CUDA batch size %d (%.0f MiB per tile)", bs, per_sample / 2**20)
         return bs
 
-    def predict_tiles(self, tiles: np.ndarray) -> np.ndarray:
-        """Probabilities ``[N, ty, tx]`` float32 for input tiles ``[N, C, ty, tx]``."""
-        bs = self.batch_size(tiles.shape[1])
-        out = np.empty((tiles.shape[0], tiles.shape[2], tiles.shape[3]), dtype=np.float32)
-        if self.onnx:  # tiles side by side, one core each
+    def tile_probabilities(
+        self, tiles: Iterable[np.ndarray], channels: int
+    ) -> Iterator[np.ndarray]:
+        """Probability ``[ty, tx]`` float32 of each input tile ``[C, ty, tx]``, in order.
+
+        ONNX Runtime runs the tiles side by side, one core each, through one thread pool per
+        call; PyTorch takes them :meth:`batch_size` at a time. Tiles are read lazily, so
+        memory holds one batch (or one tile per core) beside the caller's arrays."""
+        if self.onnx:
             network = cast(OnnxNetwork, self.model)
-            for i, tile_prob in enumerate(network.map_tiles(t[None] for t in tiles)):
-                out[i] = tile_prob[0]
-            return out
+            for tile_prob in network.map_tiles(t[None] for t in tiles):
+                yield tile_prob[0]
+            return
         import torch
 
         from atd_dl.models.inference import predict_proba
 
+        bs = self.batch_size(channels)
+        it = iter(tiles)
         with torch.inference_mode(), self._autocast():
-            for i in range(0, tiles.shape[0], bs):
-                x = torch.from_numpy(np.ascontiguousarray(tiles[i : i + bs])).to(
-                    self.device, non_blocking=True
-                )
+            while batch := list(itertools.islice(it, bs)):
+                x = torch.from_numpy(np.stack(batch)).to(self.device, non_blocking=True)
                 x = x.to(memory_format=torch.channels_last)
-                p = predict_proba(self.model, x)
-                out[i : i + bs] = p[:, 0].float().cpu().numpy()
+                yield from predict_proba(self.model, x)[:, 0].float().cpu().numpy()
+
+    def predict_tiles(self, tiles: np.ndarray) -> np.ndarray:
+        """Probabilities ``[N, ty, tx]`` float32 for input tiles ``[N, C, ty, tx]``."""
+        out = np.empty((tiles.shape[0], tiles.shape[2], tiles.shape[3]), dtype=np.float32)
+        for i, tile_prob in enumerate(self.tile_probabilities(tiles, tiles.shape[1])):
+            out[i] = tile_prob
         return out
 
     def tiler(self, shape: tuple[int, ...]) -> Tiler:
@@ -342,25 +353,16 @@ class TiledPredictor:
     def predict(self, planes: np.ndarray) -> np.ndarray:
         """Stitched probability map ``[ny, nx]`` for whole-frame planes ``[C, ny, nx]``.
 
-        Tiles are cut and predicted one batch at a time, so memory holds the frame's
-        planes, its probability map and one batch of tiles."""
+        Tiles are cut as they are predicted (:meth:`tile_probabilities`), so memory holds
+        the frame's planes, its probability map and one batch of tiles."""
         planes = np.asarray(planes, dtype=np.float32)
         if planes.ndim == 2:
             planes = planes[None]
         tiler = self.tiler(planes.shape[-2:])
         ty, tx = tiler.tile_shape
-        bs = self.batch_size(planes.shape[0])
         padded = tiler.pad(planes)
         prob = np.empty(planes.shape[-2:], dtype=np.float32)
-        if self.onnx:  # one stream of tiles side by side (one thread pool per frame)
-            network = cast(OnnxNetwork, self.model)
-            views = (padded[None, :, y0 : y0 + ty, x0 : x0 + tx] for y0, x0 in tiler.boxes)
-            for i, tile_prob in enumerate(network.map_tiles(views)):
-                tiler.place(prob, i, tile_prob[0])
-            return prob
-        for i in range(0, len(tiler), bs):
-            boxes = tiler.boxes[i : i + bs]
-            batch = np.stack([padded[:, y0 : y0 + ty, x0 : x0 + tx] for y0, x0 in boxes])
-            for j, tile_prob in enumerate(self.predict_tiles(batch)):
-                tiler.place(prob, i + j, tile_prob)
+        views = (padded[:, y0 : y0 + ty, x0 : x0 + tx] for y0, x0 in tiler.boxes)
+        for i, tile_prob in enumerate(self.tile_probabilities(views, planes.shape[0])):
+            tiler.place(prob, i, tile_prob)
         return prob

@@ -24,29 +24,42 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["box_meshes", "fill_excluded_boxes", "median_filter_mesh", "nanmedian", "MAD_TO_STD"]
+__all__ = [
+    "box_meshes",
+    "fill_excluded_boxes",
+    "median_filter_mesh",
+    "nanmean",
+    "nanmedian",
+    "MAD_TO_STD",
+]
 
 #: the normal distribution's standard deviation over its median absolute deviation
 MAD_TO_STD = 1.482602218505602
 
 
-def nanmedian(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """``np.nanmedian`` along ``axis`` by bottleneck (the same values, ~4x cheaper)."""
+def _nan_reduce(name: str, x: np.ndarray, axis: int) -> np.ndarray:
+    """numpy's ``name`` (nanmedian, nanmean, nanstd) along ``axis``, by bottleneck: the
+    same values, several times cheaper."""
     try:
         import bottleneck
 
-        return np.asarray(bottleneck.nanmedian(x, axis=axis))
+        return np.asarray(getattr(bottleneck, name)(x, axis=axis))
     except ImportError:  # pragma: no cover - bottleneck is a declared dependency
-        return np.nanmedian(x, axis=axis)
+        return np.asarray(getattr(np, name)(x, axis=axis))
+
+
+def nanmedian(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``np.nanmedian`` along ``axis`` (bottleneck)."""
+    return _nan_reduce("nanmedian", x, axis)
+
+
+def nanmean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``np.nanmean`` along ``axis`` (bottleneck)."""
+    return _nan_reduce("nanmean", x, axis)
 
 
 def _nanstd(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    try:
-        import bottleneck
-
-        return np.asarray(bottleneck.nanstd(x, axis=axis))
-    except ImportError:  # pragma: no cover
-        return np.nanstd(x, axis=axis)
+    return _nan_reduce("nanstd", x, axis)
 
 
 def _boxes(data: np.ndarray, bad: np.ndarray, box_shape: tuple[int, int]) -> np.ndarray:
@@ -60,15 +73,6 @@ def _boxes(data: np.ndarray, bad: np.ndarray, box_shape: tuple[int, int]) -> np.
     return padded.reshape(nby, by, nbx, bx).transpose(0, 2, 1, 3).reshape(nby, nbx, by * bx)
 
 
-def _nanmean(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    try:
-        import bottleneck
-
-        return np.asarray(bottleneck.nanmean(x, axis=axis))
-    except ImportError:  # pragma: no cover
-        return np.nanmean(x, axis=axis)
-
-
 def _sigma_clip(
     boxes: np.ndarray, sigma: float = 3.0, maxiters: int = 10, centre_of: str = "median"
 ) -> np.ndarray:
@@ -76,7 +80,7 @@ def _sigma_clip(
     median, or the mean with ``centre_of="mean"``), iterating each box until it loses no
     pixel (``maxiters`` at most): astropy's ``SigmaClip`` along the last axis, computed again
     only for the boxes still changing."""
-    centre_fn = nanmedian if centre_of == "median" else _nanmean
+    centre_fn = nanmedian if centre_of == "median" else nanmean
     flat = boxes.reshape(-1, boxes.shape[-1])
     active = np.arange(len(flat))
     for _ in range(maxiters):
@@ -115,7 +119,11 @@ def box_meshes(
         raise ValueError(f"statistic must be 'median' or 'mean', got {statistic!r}")
     boxes = _boxes(np.asarray(data, dtype=np.float32), np.asarray(bad, dtype=bool), box_shape)
     if clip:
-        boxes = _sigma_clip(boxes, *((5.0, 10, "mean") if statistic == "mean" else ()))
+        boxes = (
+            _sigma_clip(boxes, sigma=5.0, centre_of="mean")
+            if statistic == "mean"
+            else _sigma_clip(boxes)
+        )
     n_good = np.count_nonzero(~np.isnan(boxes), axis=-1)
     excluded = n_good <= (1.0 - exclude_percentile / 100.0) * boxes.shape[-1]
     if excluded.all():
@@ -125,7 +133,7 @@ def box_meshes(
         )
     with np.errstate(invalid="ignore"):
         if statistic == "mean":
-            background = _nanmean(boxes).astype(np.float32)
+            background = nanmean(boxes).astype(np.float32)
             rms = _nanstd(boxes).astype(np.float32)
         else:
             background = nanmedian(boxes).astype(np.float32)

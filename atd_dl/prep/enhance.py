@@ -37,7 +37,13 @@ from typing import NamedTuple
 import numpy as np
 
 from atd_dl.errors import InputError
-from atd_dl.prep.background_mesh import box_meshes, fill_excluded_boxes, median_filter_mesh
+from atd_dl.prep.background_mesh import (
+    MAD_TO_STD,
+    box_meshes,
+    fill_excluded_boxes,
+    median_filter_mesh,
+)
+from atd_dl.prep.morphology import grow_mask
 
 __all__ = [
     "Enhanced",
@@ -114,16 +120,14 @@ def whole_count_noise(
     if not np.array_equal(sample, np.round(sample)):
         return False
     median = np.median(sample)
-    rms = 1.4826 * float(np.median(np.abs(sample - median)))
+    rms = MAD_TO_STD * float(np.median(np.abs(sample - median)))
     return rms * (gain if gain and gain > 0 else 1.0) < COUNTING_MAX_RMS_E
 
 
 def _dilate(mask: np.ndarray, iterations: int) -> np.ndarray:
-    from scipy.ndimage import binary_dilation
-
     if iterations <= 0 or not mask.any():
         return mask
-    return binary_dilation(mask, iterations=iterations)
+    return grow_mask(mask, iterations)
 
 
 def _background2d(
