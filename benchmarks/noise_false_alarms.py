@@ -24,19 +24,6 @@ from pathlib import Path
 import numpy as np
 
 
-def correlated_noise(
-    shape: tuple[int, int], sigma_adu: float, corr_px: float, rng: np.random.Generator
-) -> np.ndarray:
-    """White Gaussian noise smoothed by a Gaussian of ``corr_px``, rescaled to ``sigma_adu``,
-    plus a bias of 100, quantised (ADU, float32)."""
-    from scipy.ndimage import gaussian_filter
-
-    white = rng.normal(0.0, 1.0, shape)
-    smooth = gaussian_filter(white, corr_px)
-    smooth *= sigma_adu / smooth.std()
-    return np.round(smooth + 100.0).astype(np.float32)
-
-
 def frames(seed: int) -> list[tuple[str, np.ndarray, float | None]]:
     """(name, ADU frame, gain) of every source-free frame of the sweep."""
     from atd_dl.evaluate.operating_point import noise_frame
@@ -48,7 +35,11 @@ def frames(seed: int) -> list[tuple[str, np.ndarray, float | None]]:
     out.append(("gaussian sigma 300", noise_frame((300, 2000), "gaussian", 300.0, rng), None))
     for corr in (0.7, 1.4):
         out.append(
-            (f"correlated {corr:g} px", correlated_noise((1024, 1024), 10.0, corr, rng), None)
+            (
+                f"correlated {corr:g} px",
+                noise_frame((1024, 1024), "correlated", 10.0, rng, corr_px=corr),
+                None,
+            )
         )
     shapes = [(1024, 1024), (1600, 1600), (512, 512), (1024, 1024)]
     for i, mean in enumerate((0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 50.0, 1000.0)):

@@ -19,6 +19,7 @@ from atd_dl.evaluate.negative import (
     choose_matched,
     mirror_frame,
     negative_test,
+    sextractor_false_at,
 )
 from atd_dl.io.fits_io import Frame
 
@@ -97,6 +98,19 @@ def test_choose_matched_prefers_closest_then_fewer_false() -> None:
     assert np.isnan(c.false_fraction) and c.n_real == 0
     with pytest.raises(ValueError):
         choose_matched([], 3)
+
+
+def test_sextractor_false_at_reads_the_scan_as_a_curve() -> None:
+    scan = [
+        NegativeCounts("sextractor", 1.0, "sigma", 60, 40),  # n_real 20: fewer, more false
+        NegativeCounts("sextractor", 1.5, "sigma", 40, 10),  # n_real 30
+        NegativeCounts("sextractor", 2.0, "sigma", 22, 2),  # n_real 20
+        NegativeCounts("sextractor", 3.0, "sigma", 10, 0),  # n_real 10
+    ]
+    assert sextractor_false_at(scan, 10) == 0.0
+    assert sextractor_false_at(scan, 20) == 2.0
+    assert sextractor_false_at(scan, 25) == pytest.approx(6.0)  # halfway from 2.0σ to 1.5σ
+    assert sextractor_false_at(scan, 31) is None  # never as many real detections
 
 
 def test_negative_test_model_finds_real_stars() -> None:

@@ -366,6 +366,12 @@ def format_negative_table(results: list[Any]) -> str:
             name = ""
         if res.sextractor_note:
             lines.append(f"{'':<34} {res.sextractor_note}")
+        verdict = res.model_within_sextractor
+        if verdict is not None:
+            sex = res.sextractor_false_at_model_real
+            need = "never as many real" if sex is None else f"{sex:.1f} false for as many real"
+            mark = "ok" if verdict else "MORE FALSE THAN SEXTRACTOR"
+            lines.append(f"{'':<34} SExtractor: {need}: {mark}")
     return "\n".join(lines)
 
 

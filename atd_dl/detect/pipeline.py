@@ -265,9 +265,6 @@ def _enhance(
         stretch=stretch,
         gain=g,
     )
-    scale = np.float32(g if g else 1.0)
-    image_e = enh.subtracted * scale
-    rms_e = enh.background_rms * scale
     timings["enhance"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     fwhm = measure_fwhm(
@@ -275,6 +272,13 @@ def _enhance(
     )
     notes.extend(fwhm.notes)
     timings["fwhm"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    known = fwhm.source != "default"  # a guessed width cannot vouch that stars are broader
+    subtracted = _clean_defects(enh, frame.mask, fwhm.image_fwhm if known else None, name, notes)
+    timings["defects"] = time.perf_counter() - t0
+    scale = np.float32(g if g else 1.0)
+    image_e = subtracted * scale
+    rms_e = enh.background_rms * scale
     if frame.wcs is None:
         notes.append(f"{name}: no celestial WCS; pixel-only catalog (ra/dec NaN)")
     if not g:
@@ -285,11 +289,34 @@ def _enhance(
         image_e=image_e,
         rms_e=rms_e,
         background_rms_adu=enh.background_rms,
-        subtracted_adu=enh.subtracted,
+        subtracted_adu=subtracted,
         warnings=notes,
         fwhm=fwhm,
         counting=enh.counting,
     )
+
+
+#: share of the usable pixels above which the number of cleaned defects is reported
+DEFECT_NOTE_SHARE = 1e-3
+
+
+def _clean_defects(
+    enh: Any, mask: np.ndarray, fwhm: float | None, name: Any, notes: list[str]
+) -> np.ndarray:
+    """The background-subtracted frame (ADU) with its hot and cold pixels cleaned
+    (:mod:`atd_dl.prep.pixel_defects`); photon-counting frames are returned as they are."""
+    from atd_dl.prep.pixel_defects import clean_sharp_pixels
+
+    if enh.counting:
+        return np.asarray(enh.subtracted, dtype=np.float32)
+    cleaned, found = clean_sharp_pixels(enh.subtracted, enh.background_rms, mask, fwhm=fwhm)
+    n_hot, n_cold = int(found.hot.sum()), int(found.cold.sum())
+    if n_hot + n_cold > DEFECT_NOTE_SHARE * max(int(np.count_nonzero(~mask)), 1):
+        notes.append(
+            f"{name}: {n_hot} hot and {n_cold} cold isolated pixels (sharper than the PSF) "
+            "replaced by their 3x3 median"
+        )
+    return cleaned
 
 
 def add_sky_coordinates(table: Table, wcs: Any) -> Table:

@@ -31,7 +31,11 @@ become bright in the mirror and count as false there, while their positive count
 SExtractor is compared "at matched settings": its DETECT_THRESH (σ) is scanned
 (:data:`SEXTRACTOR_SCAN`, 1.0…6.0 σ by 0.25) and the threshold whose ``n_real`` is
 closest to the model's is reported, with its false fraction there; SExtractor at a fixed
-:data:`SEXTRACTOR_REFERENCE` (3 σ) is reported too.
+:data:`SEXTRACTOR_REFERENCE` (3 σ) is reported too. The verdict
+(``model_within_sextractor``) reads the scan as a curve: the model passes when its mirror
+count is no more than the fewest SExtractor needs for as many real detections
+(:func:`sextractor_false_at`, interpolated between scanned thresholds), or when no
+SExtractor threshold finds as many.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ __all__ = [
     "NegativeCounts",
     "NegativeResult",
     "choose_matched",
+    "sextractor_false_at",
     "mirror_frame",
     "model_counts",
     "negative_test",
@@ -152,8 +157,30 @@ class NegativeResult:
             ],
             "sextractor_note": self.sextractor_note,
             "sextractor_matched_gap": self.matched_gap,
+            "sextractor_false_at_model_real": self.sextractor_false_at_model_real,
+            "model_within_sextractor": self.model_within_sextractor,
             "notes": list(self.notes),
         }
+
+    @property
+    def sextractor_false_at_model_real(self) -> float | None:
+        """:func:`sextractor_false_at` the model's ``n_real`` (None: SExtractor never gets
+        there, or it did not run)."""
+        model = self.row(MODEL_ROW)
+        if model is None or not self.sextractor_scan:
+            return None
+        return sextractor_false_at(self.sextractor_scan, model.n_real)
+
+    @property
+    def model_within_sextractor(self) -> bool | None:
+        """Whether the model's mirror detections are no more than SExtractor's for as many
+        real detections (True as well when SExtractor cannot reach the model's real count);
+        None without a SExtractor scan."""
+        model = self.row(MODEL_ROW)
+        if model is None or not self.sextractor_scan:
+            return None
+        sex = self.sextractor_false_at_model_real
+        return sex is None or model.n_mirror <= sex + 1e-9
 
     @property
     def matched_gap(self) -> int | None:
@@ -319,6 +346,26 @@ def sextractor_counts(
         n_m = len(mirror_finder(mirror.data, mask=mirror.mask, threshold=float(t)))
         out.append(NegativeCounts("sextractor", float(t), "sigma", n_f, n_m))
     return out
+
+
+def sextractor_false_at(scan: Sequence[NegativeCounts], n_real: int) -> float | None:
+    """The fewest mirror detections SExtractor needs for at least ``n_real`` real ones.
+
+    Over the scanned thresholds with ``n_real`` at or above the target, and linearly
+    interpolated where the count crosses the target between neighbouring thresholds.
+    None when no scanned threshold reaches ``n_real`` (SExtractor cannot find as many
+    real sources on this frame at any false-alarm cost).
+    """
+    rows = sorted(scan, key=lambda r: -r.threshold)
+    best = math.inf
+    for i, r in enumerate(rows):
+        if r.n_real >= n_real:
+            best = min(best, float(r.n_mirror))
+        if i and (rows[i - 1].n_real < n_real) != (r.n_real < n_real):
+            a, b = rows[i - 1], r
+            w = (n_real - a.n_real) / (b.n_real - a.n_real)
+            best = min(best, a.n_mirror + w * (b.n_mirror - a.n_mirror))
+    return None if math.isinf(best) else best
 
 
 def choose_matched(scan: Sequence[NegativeCounts], n_real: int) -> int:

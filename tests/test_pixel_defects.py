@@ -1,0 +1,109 @@
+"""Hot and cold pixel cleaning (atd_dl.prep.pixel_defects) and its place in preparation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from atd_dl.prep.pixel_defects import (
+    MIN_FWHM_HOT,
+    clean_sharp_pixels,
+    find_sharp_pixels,
+)
+
+SHAPE = (128, 128)
+
+
+def gaussian_star(image: np.ndarray, x: float, y: float, peak: float, fwhm: float) -> np.ndarray:
+    """Adds a circular Gaussian (peak in the image's unit) centred at pixel (x, y)."""
+    yy, xx = np.mgrid[: image.shape[0], : image.shape[1]]
+    s = fwhm / 2.3548
+    image += peak * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * s * s))
+    return image
+
+
+@pytest.fixture
+def noise() -> np.ndarray:
+    return np.random.default_rng(5).normal(0.0, 1.0, SHAPE).astype(np.float32)
+
+
+def test_isolated_hot_and_cold_pixels_are_found_and_cleaned(noise: np.ndarray) -> None:
+    img = noise.copy()
+    img[40, 40] += 12.0
+    img[80, 20] -= 9.0
+    cleaned, found = clean_sharp_pixels(img, np.ones(SHAPE, np.float32), fwhm=2.5)
+    assert found.hot[40, 40] and found.cold[80, 20]
+    assert found.hot.sum() == 1 and found.cold.sum() == 1
+    assert abs(cleaned[40, 40]) < 3.0 and abs(cleaned[80, 20]) < 3.0
+    untouched = ~(found.hot | found.cold)
+    np.testing.assert_array_equal(cleaned[untouched], img[untouched])
+
+
+def test_a_pair_of_neighbouring_hot_pixels_is_found(noise: np.ndarray) -> None:
+    img = noise.copy()
+    img[60, 60] += 15.0
+    img[60, 61] += 9.0
+    found = find_sharp_pixels(img, np.ones(SHAPE, np.float32), fwhm=2.5)
+    assert found.hot[60, 60] and found.hot[60, 61]
+
+
+@pytest.mark.parametrize("fwhm", [1.6, 2.5, 4.0])
+@pytest.mark.parametrize("peak", [8.0, 40.0, 5000.0])
+def test_stars_are_never_flagged(noise: np.ndarray, fwhm: float, peak: float) -> None:
+    img = noise.copy()
+    for x, y in ((30.0, 30.0), (90.3, 40.6), (50.5, 100.5)):  # centred and off-centre
+        gaussian_star(img, x, y, peak, fwhm)
+    found = find_sharp_pixels(img, np.ones(SHAPE, np.float32), fwhm=fwhm)
+    assert not found.hot.any()
+    assert not found.cold.any()
+
+
+def test_undersampled_or_unmeasured_frames_keep_sharp_bright_pixels(noise: np.ndarray) -> None:
+    img = noise.copy()
+    img[40, 40] += 12.0  # indistinguishable from a star of FWHM < MIN_FWHM_HOT
+    img[80, 20] -= 9.0  # no source is negative: cleaned whatever the PSF
+    for fwhm in (MIN_FWHM_HOT - 0.3, None, float("nan")):
+        found = find_sharp_pixels(img, np.ones(SHAPE, np.float32), fwhm=fwhm)
+        assert not found.hot.any()
+        assert found.cold[80, 20]
+
+
+def test_broad_dips_masked_neighbours_and_edges_are_left_alone(noise: np.ndarray) -> None:
+    img = noise.copy()
+    gaussian_star(img, 64.0, 64.0, -30.0, 6.0)  # an over-subtracted halo
+    img[10, 90] += 12.0
+    bad = np.zeros(SHAPE, bool)
+    bad[10, 91] = True  # next to a masked pixel: not tested
+    img[0, 50] += 12.0  # on the frame edge: not tested
+    found = find_sharp_pixels(img, np.ones(SHAPE, np.float32), bad, fwhm=2.5)
+    assert not found.cold.any()
+    assert not found.hot.any()
+
+
+def test_pure_noise_is_almost_never_touched() -> None:
+    rng = np.random.default_rng(11)
+    img = rng.normal(0.0, 3.0, (512, 512)).astype(np.float32)
+    found = find_sharp_pixels(img, np.full(img.shape, 3.0, np.float32), fwhm=2.5)
+    assert int(found.hot.sum() + found.cold.sum()) <= 3
+
+
+def test_preparation_cleans_defects_but_not_photon_counting_frames() -> None:
+    from atd_dl.detect.pipeline import prepare_frame
+    from atd_dl.evaluate.operating_point import array_frame
+
+    rng = np.random.default_rng(3)
+    sky = rng.normal(1000.0, 10.0, (256, 256)).astype(np.float32)
+    for i, (x, y) in enumerate((x, y) for x in range(40, 240, 50) for y in range(60, 240, 60)):
+        gaussian_star(sky, x + 0.3, y - 0.2, 3000.0 + 200 * i, 2.8)  # the FWHM is measured
+    sky[128, 30] += 200.0  # a hot pixel, 20 sigma
+    prepared = prepare_frame(array_frame(sky), checksum=False, stretch=False)
+    assert prepared.fwhm is not None and prepared.fwhm.source == "measured"
+    assert prepared.subtracted_adu is not None
+    assert abs(float(prepared.subtracted_adu[128, 30])) < 50.0
+    assert prepared.subtracted_adu[60, 40] > 2000.0  # stars keep their peaks
+
+    counts = rng.poisson(0.3, (256, 256)).astype(np.float32)
+    counts[128, 30] = 9.0
+    counting = prepare_frame(array_frame(counts, gain=1.0), checksum=False, stretch=False)
+    assert counting.counting
+    assert counting.subtracted_adu is not None and counting.subtracted_adu[128, 30] > 5.0
