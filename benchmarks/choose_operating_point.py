@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import sys
 import tempfile
@@ -92,20 +93,31 @@ def _per_frame_rule(detector, scored, best, args) -> tuple[Any, list[dict]]:
     from atd_dl.evaluate.operating_point import score_rule
 
     grid = [round(t, 4) for t in np.arange(0.05, 0.951, 0.05)]
-    null = noise_peaks_per_px([m for _, m in scored.noise_maps], grid)
+    maps = [m for _, m in scored.noise_maps]
+    null = tuple(float(v) for v in noise_peaks_per_px(maps, grid))
+    floor = tuple(float(v) for v in noise_peaks_per_px(maps, grid, least=True))
     rows, best_rule, best_f1 = [], None, best.mean_frame_f1 + args.rule_gain
-    for fdr in args.fdr:
+    for mode, fdr, low in itertools.product(args.null, args.fdr, args.min_threshold):
+        if mode == "own" and args.mirror_px <= 0:
+            continue
         detector.fdr_rule = FdrRule(
-            fdr, tuple(grid), tuple(float(v) for v in null), best.threshold, args.mirror_px
+            fdr,
+            tuple(grid),
+            null,
+            best.threshold,
+            args.mirror_px,
+            null_floor_per_px=floor if mode == "own" else None,
+            min_threshold=low,
         )
         row = score_rule(detector, scored, detector.frame_threshold, best.threshold)
-        rows.append({"fdr": fdr, **dataclasses.asdict(row)})
+        rows.append({"null": mode, "fdr": fdr, "min_threshold": low, **dataclasses.asdict(row)})
         # the rule keeps the ceiling on source-free frames: it may not add false alarms there
         ok = row.false_per_1e5px <= max(args.max_false, best.false_per_1e5px) + 1e-9
         ok &= row.worst_false_per_1e5px <= best.worst_false_per_1e5px + 1e-9
         ok &= row.min_frame_precision >= args.min_frame_precision
         print(
-            f"per-frame rule fdr {fdr:g}: P {row.precision:.3f} R {row.recall:.3f} "
+            f"per-frame rule ({mode} null) fdr {fdr:g} >= {low:g}: P {row.precision:.3f} "
+            f"R {row.recall:.3f} "
             f"F1 {row.f1:.3f} mean F1 {row.mean_frame_f1:.3f} "
             f"worst frame P {row.min_frame_precision:.3f} "
             f"false/1e5px {row.false_per_1e5px:.3f}{'' if ok else ' (over a limit)'}"
@@ -138,6 +150,20 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda v: [float(x) for x in v.split(",")],
         default=[0.005, 0.01, 0.02, 0.05],
         help="false-discovery-rate targets of the per-frame rule to score (comma list)",
+    )
+    ap.add_argument(
+        "--null",
+        type=lambda v: v.split(","),
+        default=["shipped", "own"],
+        help="null of the per-frame rules to score (comma list): 'shipped' (the largest over "
+        "the source-free validation frames, raised to the frame's own) or 'own' (the "
+        "frame's own from the mirrored crop, floored by the least over those frames)",
+    )
+    ap.add_argument(
+        "--min-threshold",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=[0.0],
+        help="lowest threshold a per-frame rule may cut at (comma list to score)",
     )
     ap.add_argument(
         "--mirror-px",

@@ -218,3 +218,42 @@ def test_mirror_is_skipped_when_the_shipped_null_keeps_the_ceiling(tmp_path: Pat
     fits.writeto(noise, rng.normal(1000.0, 10.0, (512, 512)).astype(np.float32))
     assert det.run(noise).threshold == pytest.approx(det.threshold)
     assert calls == [(2, 512, 512)]
+
+
+def test_own_null_mode_replaces_a_pessimistic_shipped_null() -> None:
+    """A shipped null from the worst noise kind keeps a crowded frame high; in own-null mode
+    the frame's own (small) null lets the cut go down, and a noisy own null keeps it up."""
+    from atd_dl.detect.adaptive_threshold import poisson_upper, rule_null
+
+    pessimistic = (2e-4,) * len(GRID)  # 200 expected noise maxima per 10^6 px at every t
+    floor = (1e-6,) * len(GRID)
+    classic = FdrRule(0.1, GRID, pessimistic, 0.9, mirror_px=512 * 512)
+    own_mode = FdrRule(0.1, GRID, pessimistic, 0.9, mirror_px=512 * 512, null_floor_per_px=floor)
+    crowded = blob_map((1000, 1000), 1500, np.linspace(0.06, 0.99, 1500), seed=21)
+    quiet = np.full(len(GRID), 2e-6)
+    assert frame_threshold(crowded, classic, own_null=quiet) == 0.9
+    assert frame_threshold(crowded, own_mode, own_null=quiet) < 0.3
+    assert frame_threshold(crowded, own_mode, own_null=np.full(len(GRID), 2e-4)) == 0.9
+    # without a measured own null: the shipped null, or the floor for the cheap pre-check
+    np.testing.assert_array_equal(rule_null(own_mode), pessimistic)
+    np.testing.assert_array_equal(rule_null(own_mode, optimistic=True), floor)
+    np.testing.assert_array_equal(rule_null(own_mode, quiet), quiet)
+    assert poisson_upper(np.array([0.0]))[0] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="mirror_px"):
+        FdrRule(0.1, GRID, pessimistic, 0.9, null_floor_per_px=floor)
+    with pytest.raises(ValueError, match="one value per threshold"):
+        FdrRule(0.1, GRID, pessimistic, 0.9, mirror_px=1, null_floor_per_px=(0.0,))
+    back = FdrRule.from_dict(own_mode.to_dict(), ceiling=0.9)
+    assert back == own_mode
+
+
+def test_own_null_is_an_upper_bound_in_own_null_mode() -> None:
+    from atd_dl.detect.adaptive_threshold import mirror_null_per_px
+
+    sub = np.random.default_rng(4).normal(0.0, 1.0, (300, 300)).astype(np.float32)
+    rms, bad = np.ones_like(sub), np.zeros(sub.shape, bool)
+    floor = (0.0,) * len(GRID)
+    rule = FdrRule(0.1, GRID, floor, 0.7, mirror_px=200 * 200, null_floor_per_px=floor)
+    null = mirror_null_per_px(sub, rms, bad, _toy_network, rule)
+    assert null is not None
+    assert np.all(null > 0)  # no maximum seen, yet an upper bound of ~3 per crop

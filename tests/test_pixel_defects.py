@@ -107,3 +107,53 @@ def test_preparation_cleans_defects_but_not_photon_counting_frames() -> None:
     counting = prepare_frame(array_frame(counts, gain=1.0), checksum=False, stretch=False)
     assert counting.counting
     assert counting.subtracted_adu is not None and counting.subtracted_adu[128, 30] > 5.0
+
+
+def hot_pixel_frame(rng: np.random.Generator, shape: tuple[int, int] = (256, 256)) -> np.ndarray:
+    """Unit Gaussian noise with 1 % of its pixels hot by 5-9 sigma (an RTS-riddled CMOS)."""
+    img = rng.normal(0.0, 1.0, shape).astype(np.float32)
+    hot = rng.random(shape) < 0.01
+    img[hot] += rng.uniform(5.0, 9.0, int(hot.sum())).astype(np.float32)
+    return img
+
+
+def test_a_hot_pixel_population_without_bright_stars_is_defect_dominated() -> None:
+    from atd_dl.prep.pixel_defects import defect_dominated
+
+    rng = np.random.default_rng(8)
+    img = hot_pixel_frame(rng)
+    found = find_sharp_pixels(img, np.ones(img.shape, np.float32), fwhm=None)
+    assert found.defect_dominated
+    assert found.hot.sum() > 300
+    allowed = np.ones(img.shape, bool)
+    assert not defect_dominated(rng.normal(0, 1, img.shape).astype(np.float32), allowed)
+
+
+def test_undersampled_star_fields_are_not_defect_dominated() -> None:
+    """Many sharp faint stars come with bright ones (a luminosity function): no cleaning
+    when the PSF width is unknown, however sharp they are."""
+    rng = np.random.default_rng(9)
+    img = rng.normal(0.0, 1.0, (256, 256)).astype(np.float32)
+    n = 600
+    peaks = 6.0 * rng.random(n) ** (-1 / 1.5)  # N(>S) ~ S^-1.5 above 6 sigma
+    xs, ys = rng.uniform(3, 253, n), rng.uniform(3, 253, n)
+    for x, y, p in zip(xs, ys, peaks, strict=True):
+        gaussian_star(img, float(np.round(x)), float(np.round(y)), float(p), 1.0)
+    found = find_sharp_pixels(img, np.ones(img.shape, np.float32), fwhm=None)
+    assert not found.defect_dominated
+    assert not found.hot.any()
+
+
+def test_defect_dominated_frames_drop_low_snr_detections() -> None:
+    from atd_dl.detect.inference import load_detector
+    from atd_dl.detect.pipeline import DetectConfig, Detector
+    from atd_dl.evaluate.operating_point import array_frame
+
+    rng = np.random.default_rng(10)
+    data = 500.0 + 20.0 * hot_pixel_frame(rng, (384, 384))
+    detector = Detector(*load_detector("default", device="cpu"), DetectConfig(device="cpu"))
+    prepared = detector.prepare(array_frame(np.round(data)))
+    assert prepared.defect_dominated
+    assert any("defect-dominated" in w for w in prepared.warnings)
+    catalog = detector.extract(prepared, detector.infer(prepared)).catalog
+    assert np.all(np.asarray(catalog["snr"]) >= detector.config.postprocess.low_snr)

@@ -27,6 +27,17 @@ tile of inference (~15 % of a 1600² frame's, at most half a small frame's), pai
 shipped null alone would lower the threshold: the own null can only raise the expected noise
 count, so a frame that keeps the ceiling without it keeps it with it.
 
+**Own-null mode** (``null_floor_per_px`` in the rule): the shipped null is the *largest*
+rate over the validation noise kinds (correlated noise, sparse photon counts), 20-40 times
+the rate a frame of ordinary sky noise shows on its mirror, and it kept dense fields of
+such frames cut near the ceiling. In this mode the frame's own null replaces it: the
+Poisson upper bound (:func:`poisson_upper`) of the maxima counted on the mirrored crop,
+floored by the *least* rate over the validation noise kinds. The mirror then runs
+whenever the floor alone would lower the threshold (the cheap pre-check, ``optimistic``);
+where it cannot run, the shipped null is used. A null only holds noise: galaxies, PSF wings
+and spikes and nebulosity give false detections at low thresholds that no mirror shows, so
+the rule may carry a ``min_threshold`` (chosen on validation frames for their precision).
+
 On a source-free (or mirrored) frame ``N(t) <= E(t)``, so the shipped threshold is kept; in a
 crowded field the cut goes down. The threshold used is written in the catalog header
 (``THRESH``, ``THRSRC``). An explicit ``--threshold`` turns the rule off.
@@ -47,6 +58,8 @@ __all__ = [
     "noise_peaks_per_px",
     "mirror_null_per_px",
     "threshold_from_peaks",
+    "rule_null",
+    "poisson_upper",
     "frame_threshold",
 ]
 
@@ -64,6 +77,12 @@ class FdrRule:
     null_per_px: tuple[float, ...]
     ceiling: float
     mirror_px: int = 0  # area (px) of the mirrored crop measuring the frame's own null; 0: off
+    #: own-null mode: the frame's own null (an upper bound), floored by these noise maxima per
+    #: pixel (the least over the source-free validation frames), replaces the shipped one
+    null_floor_per_px: tuple[float, ...] | None = None
+    #: the rule never cuts below this: false detections that are not noise (galaxies, PSF
+    #: wings and spikes, nebulosity) are not in any null, mirrored or shipped
+    min_threshold: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.thresholds) != len(self.null_per_px) or not self.thresholds:
@@ -72,6 +91,15 @@ class FdrRule:
             raise ValueError("thresholds must be ascending")
         if not 0.0 < self.fdr < 1.0:
             raise ValueError(f"fdr must lie in (0, 1), got {self.fdr}")
+        if self.null_floor_per_px is not None:
+            if len(self.null_floor_per_px) != len(self.thresholds):
+                raise ValueError("null_floor_per_px needs one value per threshold")
+            if self.mirror_px <= 0:
+                raise ValueError("the own-null mode (null_floor_per_px) needs mirror_px > 0")
+
+    @property
+    def own_null_mode(self) -> bool:
+        return self.null_floor_per_px is not None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], ceiling: float) -> FdrRule:
@@ -82,19 +110,32 @@ class FdrRule:
             null_per_px=tuple(float(v) for v in d["null_per_px"]),
             ceiling=float(ceiling),
             mirror_px=int(d.get("mirror_px", 0)),
+            null_floor_per_px=(
+                tuple(float(v) for v in d["null_floor_per_px"])
+                if d.get("null_floor_per_px") is not None
+                else None
+            ),
+            min_threshold=float(d.get("min_threshold", 0.0)),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "fdr": self.fdr,
             "thresholds": list(self.thresholds),
             "null_per_px": list(self.null_per_px),
             "mirror_px": self.mirror_px,
         }
+        if self.null_floor_per_px is not None:
+            out["null_floor_per_px"] = list(self.null_floor_per_px)
+        if self.min_threshold > 0:
+            out["min_threshold"] = self.min_threshold
+        return out
 
     def describe(self) -> str:
         own = f", own null from a {self.mirror_px / 1e6:.2f} Mpx mirror" if self.mirror_px else ""
-        return f"fdr {self.fdr:g} (noise-safe ceiling {self.ceiling:.2f}{own})"
+        mode = " replacing the shipped one" if self.own_null_mode else ""
+        low = f", never below {self.min_threshold:g}" if self.min_threshold > 0 else ""
+        return f"fdr {self.fdr:g} (noise-safe ceiling {self.ceiling:.2f}{own}{mode}{low})"
 
 
 def probability_peaks(prob: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
@@ -129,13 +170,13 @@ def peak_counts(
     return len(peaks) - np.searchsorted(peaks, np.asarray(thresholds, np.float32), "left")
 
 
-def noise_peaks_per_px(probs: Sequence[np.ndarray], thresholds: Sequence[float]) -> np.ndarray:
-    """Maxima per pixel at or above each threshold: the largest over ``probs`` (probability
-    maps of source-free frames)."""
-    rates = np.zeros(len(thresholds))
-    for prob in probs:
-        rates = np.maximum(rates, peak_counts(prob, thresholds) / prob.size)
-    return rates
+def noise_peaks_per_px(
+    probs: Sequence[np.ndarray], thresholds: Sequence[float], *, least: bool = False
+) -> np.ndarray:
+    """Maxima per pixel at or above each threshold: the largest (``least``: the smallest)
+    over ``probs`` (probability maps of source-free frames)."""
+    rates = np.stack([peak_counts(prob, thresholds) / prob.size for prob in probs])
+    return rates.min(axis=0) if least else rates.max(axis=0)
 
 
 #: border (px) of the mirrored crop left out of the count (less context for the network)
@@ -173,7 +214,18 @@ def mirror_null_per_px(
     area = np.count_nonzero(usable)
     if area == 0:
         return None
-    return peak_counts(prob[inner], rule.thresholds, usable) / area
+    counts = peak_counts(prob[inner], rule.thresholds, usable).astype(np.float64)
+    if rule.own_null_mode:  # the estimate replaces the shipped null: take its upper bound
+        counts = poisson_upper(counts)
+    return counts / area
+
+
+def poisson_upper(counts: np.ndarray) -> np.ndarray:
+    """About the 97.5 % upper limit of a Poisson mean from observed ``counts``
+    (``k + 1 + 2 sqrt(k + 1)``: 3 for 0, 17.6 for 10; Gehrels 1986 gives 3.7 and 20.0 at
+    97.5 %, 3.0 and 17.0 at 95 %)."""
+    k = np.asarray(counts, dtype=np.float64)
+    return k + 1.0 + 2.0 * np.sqrt(k + 1.0)
 
 
 def frame_threshold(
@@ -189,16 +241,37 @@ def frame_threshold(
     return threshold_from_peaks(probability_peaks(prob, valid), area, rule, own_null)
 
 
+def rule_null(
+    rule: FdrRule, own_null: np.ndarray | None = None, *, optimistic: bool = False
+) -> np.ndarray:
+    """Noise maxima per pixel the rule expects at each threshold. Classic mode: the shipped
+    null, raised to the frame's own where measured. Own-null mode: the frame's own
+    (:func:`mirror_null_per_px`, an upper bound) floored by ``null_floor_per_px``; without
+    it the shipped null, or with ``optimistic`` the floor (the least any frame can have:
+    a frame that keeps the ceiling with it keeps it with every measured null)."""
+    shipped = np.asarray(rule.null_per_px, dtype=np.float64)
+    if rule.null_floor_per_px is None:
+        return shipped if own_null is None else np.maximum(shipped, own_null)
+    floor = np.asarray(rule.null_floor_per_px, dtype=np.float64)
+    if own_null is not None:
+        return np.maximum(floor, np.asarray(own_null, dtype=np.float64))
+    return floor if optimistic else shipped
+
+
 def threshold_from_peaks(
-    peaks: np.ndarray, area: float, rule: FdrRule, own_null: np.ndarray | None = None
+    peaks: np.ndarray,
+    area: float,
+    rule: FdrRule,
+    own_null: np.ndarray | None = None,
+    *,
+    optimistic: bool = False,
 ) -> float:
     """:func:`frame_threshold` from the frame's :func:`probability_peaks` and its usable
-    area (px), so one set of peaks serves the shipped-null and the own-null decisions."""
+    area (px), so one set of peaks serves the shipped-null and the own-null decisions
+    (``optimistic``: see :func:`rule_null`)."""
     grid = np.asarray(rule.thresholds, dtype=np.float64)
-    keep = grid <= rule.ceiling + 1e-9
-    null = np.asarray(rule.null_per_px, dtype=np.float64)
-    if own_null is not None:
-        null = np.maximum(null, np.asarray(own_null, dtype=np.float64))
+    keep = (grid <= rule.ceiling + 1e-9) & (grid >= rule.min_threshold - 1e-9)
+    null = rule_null(rule, own_null, optimistic=optimistic)
     grid, null = grid[keep], null[keep]
     if grid.size == 0 or area == 0:
         return rule.ceiling

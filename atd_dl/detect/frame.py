@@ -41,6 +41,7 @@ class PreparedFrame:
     warnings: list[str] = field(default_factory=list)
     fwhm: FwhmMeasurement | None = None  # measured PSF width (None when empty)
     counting: bool = False  # photon-counting background (whole counts, rms < 3 e-)
+    defect_dominated: bool = False  # sharp pixel defects outnumber stars (pixel_defects)
 
     @property
     def empty(self) -> bool:

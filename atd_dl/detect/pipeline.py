@@ -274,7 +274,9 @@ def _enhance(
     timings["fwhm"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     known = fwhm.source != "default"  # a guessed width cannot vouch that stars are broader
-    subtracted = _clean_defects(enh, frame.mask, fwhm.image_fwhm if known else None, name, notes)
+    subtracted, dominated = _clean_defects(
+        enh, frame.mask, fwhm.image_fwhm if known else None, name, notes
+    )
     timings["defects"] = time.perf_counter() - t0
     scale = np.float32(g if g else 1.0)
     image_e = subtracted * scale
@@ -293,6 +295,7 @@ def _enhance(
         warnings=notes,
         fwhm=fwhm,
         counting=enh.counting,
+        defect_dominated=dominated,
     )
 
 
@@ -302,21 +305,27 @@ DEFECT_NOTE_SHARE = 1e-3
 
 def _clean_defects(
     enh: Any, mask: np.ndarray, fwhm: float | None, name: Any, notes: list[str]
-) -> np.ndarray:
+) -> tuple[np.ndarray, bool]:
     """The background-subtracted frame (ADU) with its hot and cold pixels cleaned
-    (:mod:`atd_dl.prep.pixel_defects`); photon-counting frames are returned as they are."""
+    (:mod:`atd_dl.prep.pixel_defects`; photon-counting frames are returned as they are) and
+    whether the frame is defect-dominated."""
     from atd_dl.prep.pixel_defects import clean_sharp_pixels
 
     if enh.counting:
-        return np.asarray(enh.subtracted, dtype=np.float32)
+        return np.asarray(enh.subtracted, dtype=np.float32), False
     cleaned, found = clean_sharp_pixels(enh.subtracted, enh.background_rms, mask, fwhm=fwhm)
     n_hot, n_cold = int(found.hot.sum()), int(found.cold.sum())
     if n_hot + n_cold > DEFECT_NOTE_SHARE * max(int(np.count_nonzero(~mask)), 1):
         notes.append(
             f"{name}: {n_hot} hot and {n_cold} cold isolated pixels (sharper than the PSF) "
             "replaced by their 3x3 median"
+            + (
+                "; defect-dominated frame: LOW_SNR detections dropped"
+                if found.defect_dominated
+                else ""
+            )
         )
-    return cleaned
+    return cleaned, found.defect_dominated
 
 
 def add_sky_coordinates(table: Table, wcs: Any) -> Table:
@@ -488,11 +497,11 @@ class Detector:
         frame = prepared.frame
         valid = ~frame.mask & np.isfinite(frame.data)
         peaks, area = probability_peaks(prob, valid), float(np.count_nonzero(valid))
-        shipped_only = threshold_from_peaks(peaks, area, self.fdr_rule)
-        # the frame's own null only raises the expected noise count, so the threshold can
-        # only move up from the shipped-null one: at the ceiling the mirror is not needed
-        if shipped_only >= self.fdr_rule.ceiling:
-            return shipped_only
+        first = threshold_from_peaks(peaks, area, self.fdr_rule, optimistic=True)
+        # the least null the frame can be given (the shipped one, or in own-null mode its
+        # floor) already keeps the ceiling: the mirror is not needed
+        if first >= self.fdr_rule.ceiling:
+            return first
         own = None
         if prepared.subtracted_adu is not None and prepared.background_rms_adu is not None:
             own = mirror_null_per_px(
@@ -538,8 +547,12 @@ class Detector:
         min_snr = self.min_snr
         # photon clumps matter where stars are few: a frame the per-frame rule cuts below
         # the noise-safe threshold is rich in sources, and its false-discovery control holds
-        if prepared.counting and self.config.min_snr is None and t >= self.threshold:
-            min_snr = max(min_snr, counting_snr_floor(ex.aperture_radius, self.config.postprocess))
+        if self.config.min_snr is None and t >= self.threshold:
+            if prepared.counting:
+                floor = counting_snr_floor(ex.aperture_radius, self.config.postprocess)
+                min_snr = max(min_snr, floor)
+            if prepared.defect_dominated:  # faint "sources" are mostly defect clumps
+                min_snr = max(min_snr, self.config.postprocess.low_snr)
         if min_snr > 0 and len(ex.catalog):
             ex = _drop_low_snr(ex, min_snr)
         if frame.origin != (0, 0) and len(ex.catalog):  # trimmed: report HDU pixels

@@ -21,8 +21,10 @@ RMS (``z``), without its Laplacian:
   allowance (:data:`SUPPORT_NOISE`); a hot pixel's second brightest edge neighbour is sky
   (a pair of hot pixels: the first is the pair's other pixel, the second is sky). Stars sharper than
   ``MIN_FWHM_HOT`` cannot be told from hot pixels on one frame, so hot pixels are left
-  alone there and where the FWHM is unknown (a frame without a measurable star: it may be
-  undersampled). L.A.Cosmic's fine-structure test does the same job but fails for faint
+  alone there, and where the FWHM is unknown (a frame without a measurable star: it may be
+  undersampled) unless the frame is :func:`defect_dominated`: thousands of sharp faint
+  peaks without the brighter ones a star population would have (the CMOS frame above's
+  mirror) — then every sharp local maximum on the sky is cleaned. L.A.Cosmic's fine-structure test does the same job but fails for faint
   stars, whose 3 x 3 median noise can pull down (and for stars centred on a pixel corner);
 * **cold**, the mirror image: a local minimum with ``-S > SHARP_SIGMA`` and
   ``-S > SHARP_OBJLIM * (-F)``. No source is negative, so there is no FWHM condition; the
@@ -44,6 +46,7 @@ Pixel convention: arrays ``[y, x]``, 0-based.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +58,7 @@ __all__ = [
     "SHARP_OBJLIM",
     "MIN_FWHM_HOT",
     "neighbour_support",
+    "defect_dominated",
     "SharpPixels",
     "find_sharp_pixels",
     "clean_sharp_pixels",
@@ -66,6 +70,14 @@ SHARP_SIGMA = 5.0
 SHARP_OBJLIM = 5.0
 #: image FWHM (px) below which stars are too sharp for the hot-pixel test
 MIN_FWHM_HOT = 1.5
+#: a frame without a measured PSF is defect-dominated (every sharp bright pixel on the sky
+#: is cleaned) with at least this many sharp local maxima, and this share of its pixels,
+DEFECT_MIN_COUNT = 50
+DEFECT_MIN_SHARE = 1e-4
+#: ... and fewer than this many times as many local maxima above BRIGHT_SIGMA (sigma; the
+#: brightness at which the PSF width is measured, :func:`atd_dl.prep.psf_width.bright_peaks`)
+DEFECT_BRIGHT_RATIO = 0.01
+BRIGHT_SIGMA = 15.0
 #: relative error allowed on the measured FWHM by the hot-pixel test
 FWHM_MARGIN = 0.1
 #: noise allowance of the hot-pixel test, sigma: a star's peak pixel may read up to 3 sigma
@@ -83,6 +95,7 @@ class SharpPixels:
     hot: np.ndarray
     cold: np.ndarray
     z: np.ndarray
+    defect_dominated: bool = False  # :func:`defect_dominated` decided the hot-pixel test
 
     @property
     def any(self) -> np.ndarray:
@@ -100,7 +113,8 @@ def find_sharp_pixels(
 
     ``subtracted``, ``rms``: the frame minus its background and the background RMS, in one
     unit; ``bad``: True = unusable pixel; ``fwhm``: the frame's image FWHM (px), None or
-    non-finite when unmeasured (then only cold pixels are flagged).
+    non-finite when unmeasured (then hot pixels are flagged only on a
+    :func:`defect_dominated` frame).
     """
     sub = np.asarray(subtracted, dtype=np.float32)
     noise = np.asarray(rms, dtype=np.float32)
@@ -112,8 +126,13 @@ def find_sharp_pixels(
     allowed = usable & ~grow_mask(~usable, 1)
     allowed[[0, -1], :] = False  # the 3 x 3 median repeats edge pixels: no test there
     allowed[:, [0, -1]] = False
-    find_hot = fwhm is not None and bool(np.isfinite(fwhm)) and fwhm >= MIN_FWHM_HOT
-    support = neighbour_support(float(fwhm)) if find_hot and fwhm is not None else 0.0
+    measured = fwhm is not None and bool(np.isfinite(fwhm))
+    if measured and fwhm is not None and fwhm >= MIN_FWHM_HOT:
+        support = neighbour_support(float(fwhm))
+    elif not measured and defect_dominated(z, allowed):
+        support = math.inf  # every sharp local maximum on the sky is a defect
+    else:
+        support = 0.0
     hot = np.zeros(sub.shape, bool)
     cold = np.zeros(sub.shape, bool)
     for _ in range(SHARP_PASSES):
@@ -124,7 +143,27 @@ def find_sharp_pixels(
         cold |= new_cold
         flagged = new_hot | new_cold
         z[flagged] = median3[flagged]
-    return SharpPixels(hot, cold, z)
+    return SharpPixels(hot, cold, z, math.isinf(support))
+
+
+def defect_dominated(z: np.ndarray, allowed: np.ndarray) -> bool:
+    """Whether the sharp bright pixels of a frame without a measured PSF are a defect
+    population: at least :data:`DEFECT_MIN_COUNT` (and :data:`DEFECT_MIN_SHARE` of the
+    tested pixels) local maxima more than ``SHARP_SIGMA`` over their 3 x 3 median on the sky,
+    and fewer than :data:`DEFECT_BRIGHT_RATIO` times as many local maxima above
+    :data:`BRIGHT_SIGMA`. Stars come with a luminosity function: among thousands of faint
+    sharp ones, a fifth (Euclidean counts, N(>S) ~ S^-1.5) to a thirtieth (counts three
+    times steeper) are three times brighter; hot pixels need not be."""
+    import cv2
+
+    median3 = cv2.medianBlur(z, 3)
+    is_max = z >= max_filter(z, 3)
+    sharp = allowed & is_max & (z - median3 > SHARP_SIGMA) & (np.abs(median3) < SHARP_SIGMA)
+    n_sharp = int(np.count_nonzero(sharp))
+    if n_sharp < max(DEFECT_MIN_COUNT, DEFECT_MIN_SHARE * np.count_nonzero(allowed)):
+        return False
+    n_bright = int(np.count_nonzero(allowed & is_max & (z > BRIGHT_SIGMA)))
+    return n_bright < DEFECT_BRIGHT_RATIO * n_sharp
 
 
 def neighbour_support(fwhm: float) -> float:
@@ -141,7 +180,8 @@ def _one_pass(
     z: np.ndarray, allowed: np.ndarray, support: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hot and cold pixels of one pass over ``z`` (sigma units), and its 3 x 3 median;
-    ``support``: :func:`neighbour_support` of the frame's PSF, 0 = no hot-pixel test."""
+    ``support``: :func:`neighbour_support` of the frame's PSF, 0 = no hot-pixel test,
+    infinite = every sharp local maximum on the sky is hot (:func:`defect_dominated`)."""
     import cv2
 
     median3 = cv2.medianBlur(z, 3)
@@ -152,7 +192,9 @@ def _one_pass(
         return candidates, candidates.copy(), median3
     fine = median3 - cv2.medianBlur(median3, 5)
     hot = np.zeros(z.shape, bool)
-    if support > 0:
+    if math.isinf(support):
+        hot = candidates & (sharp > 0) & (z >= max_filter(z, 3))
+    elif support > 0:
         hot = candidates & (sharp > 0) & (z >= max_filter(z, 3))
         ys, xs = np.nonzero(hot)
         # a star's peak has two edge neighbours of at least ``support`` times it (the two
