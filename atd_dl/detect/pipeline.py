@@ -273,10 +273,7 @@ def _enhance(
     notes.extend(fwhm.notes)
     timings["fwhm"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    known = fwhm.source != "default"  # a guessed width cannot vouch that stars are broader
-    subtracted, dominated = _clean_defects(
-        enh, frame.mask, fwhm.image_fwhm if known else None, name, notes
-    )
+    subtracted, dominated = _clean_defects(enh, frame.mask, name, notes)
     timings["defects"] = time.perf_counter() - t0
     scale = np.float32(g if g else 1.0)
     image_e = subtracted * scale
@@ -304,7 +301,7 @@ DEFECT_NOTE_SHARE = 1e-3
 
 
 def _clean_defects(
-    enh: Any, mask: np.ndarray, fwhm: float | None, name: Any, notes: list[str]
+    enh: Any, mask: np.ndarray, name: Any, notes: list[str]
 ) -> tuple[np.ndarray, bool]:
     """The background-subtracted frame (ADU) with its hot and cold pixels cleaned
     (:mod:`atd_dl.prep.pixel_defects`; photon-counting frames are returned as they are) and
@@ -313,12 +310,12 @@ def _clean_defects(
 
     if enh.counting:
         return np.asarray(enh.subtracted, dtype=np.float32), False
-    cleaned, found = clean_sharp_pixels(enh.subtracted, enh.background_rms, mask, fwhm=fwhm)
+    cleaned, found = clean_sharp_pixels(enh.subtracted, enh.background_rms, mask)
     n_hot, n_cold = int(found.hot.sum()), int(found.cold.sum())
     if n_hot + n_cold > DEFECT_NOTE_SHARE * max(int(np.count_nonzero(~mask)), 1):
         notes.append(
-            f"{name}: {n_hot} hot and {n_cold} cold isolated pixels (sharper than the PSF) "
-            "replaced by their 3x3 median"
+            f"{name}: {n_hot} hot and {n_cold} cold isolated pixels replaced by their 3x3 "
+            "median"
             + (
                 "; defect-dominated frame: LOW_SNR detections dropped"
                 if found.defect_dominated
