@@ -169,7 +169,7 @@ def test_real_lco_mef_frame() -> None:
     assert image_hdus(path) == [1, 2, 3, 4]
     assert frame.gain == pytest.approx(6.42)
     assert frame.exptime == pytest.approx(94.975)
-    assert frame.saturation_level == 40000
+    assert 39990 < frame.saturation_level <= 40000  # SATURATE less 5 read-noise sigmas
     assert frame.data.min() >= 0 and frame.data.max() > 32768  # unsigned values
     assert frame.wcs is not None and list(frame.wcs.wcs.ctype) == ["RA---TAN", "DEC--TAN"]
     assert frame.date_obs is not None and frame.date_obs.isot == "2021-10-08T01:55:17.144"
@@ -383,3 +383,21 @@ def test_saturation_inferred_from_a_float_plateau(tmp_path: Path) -> None:
     fits.PrimaryHDU(data).writeto(tmp_path / "f.fits")
     frame = read_frame(tmp_path / "f.fits")
     assert frame.saturated.sum() == 16 and frame.saturation_level == pytest.approx(level)
+
+
+def test_a_saturated_plateau_under_saturate_by_read_noise_is_saturated(tmp_path: Path) -> None:
+    """Read noise is added after the full well clips: a saturated core scatters around and
+    below SATURATE. With RDNOISE and GAIN known, 5 read-noise sigmas under it still count."""
+    rng = np.random.default_rng(1)
+    data = rng.normal(600.0, 4.0, (40, 40))
+    core = (slice(18, 22), slice(18, 22))
+    data[core] = 10523.0 - np.abs(rng.normal(0.0, 4.0, (4, 4)))  # plateau, 4 ADU read noise
+    data[5, 5] = 10400.0  # a bright unsaturated pixel, 30 read-noise sigmas under
+    header = fits.Header({"SATURATE": 10523.4, "GAIN": 3.0, "RDNOISE": 12.0})
+    fits.PrimaryHDU(np.round(data).astype(np.float32), header).writeto(tmp_path / "s.fits")
+    frame = read_frame(tmp_path / "s.fits")
+    assert frame.saturated[core].all() and frame.saturated.sum() == 16
+    assert frame.saturation_level == pytest.approx(10523.4 - 5 * 12.0 / 3.0)
+    del header["RDNOISE"]  # no read noise known: the nominal level, as before
+    fits.PrimaryHDU(np.round(data).astype(np.float32), header).writeto(tmp_path / "n.fits")
+    assert read_frame(tmp_path / "n.fits").saturated.sum() == 0

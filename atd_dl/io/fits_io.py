@@ -50,6 +50,12 @@ log = logging.getLogger(__name__)
 GAIN_KEYS = ("GAIN", "EGAIN", "CCDGAIN")
 EXPTIME_KEYS = ("EXPTIME", "EXPOSURE", "EXP_TIME")
 SATURATION_KEYS = ("SATURATE", "SATLEVEL")
+#: read-noise keywords (electrons), for the saturation margin
+READ_NOISE_KEYS = ("RDNOISE", "READNOIS", "RON")
+#: a pixel within this many read-noise sigmas under the header saturation level is saturated:
+#: read noise is added after the full well clips, so a saturated core or bleed is a plateau
+#: that scatters around (and below) the nominal level
+SATURATION_READ_SIGMAS = 5.0
 
 # cards that describe the on-disk layout, not the image: dropped from Frame.header
 _STRUCTURAL = {
@@ -468,7 +474,8 @@ def read_frame(
 
     ``hdu``: index or EXTNAME; default the first HDU holding a 2-D image. ``plane``:
     index along the first numpy axis of a 3-D cube (length-1 leading axes are dropped
-    automatically). ``saturation``: level in ADU; overrides header SATURATE / SATLEVEL.
+    automatically). ``saturation``: level in ADU; overrides header SATURATE / SATLEVEL
+    (a header level counts down to :func:`saturation_margin` under it).
     Without either, unscaled integer storage saturates at the top of its range
     (65535 for unsigned 16-bit). Pass ``float('inf')`` to flag no pixels as saturated.
 
@@ -560,6 +567,8 @@ def read_frame(
     level = saturation
     if level is None:
         level = _first_number(header, SATURATION_KEYS, positive=True)
+        if level is not None:
+            level -= saturation_margin(header)
     if level is None:
         level = _saturation_from_storage(raw_header)
     if level is None:
@@ -590,6 +599,17 @@ def read_frame(
         saturation_level=None if level is None else float(level),
         origin=origin,
     )
+
+
+def saturation_margin(header: fits.Header) -> float:
+    """How far (ADU) under the header's SATURATE a pixel still counts as saturated:
+    :data:`SATURATION_READ_SIGMAS` times the read noise (RDNOISE / READNOIS / RON, electrons,
+    over GAIN); 0 when either is unknown."""
+    noise_e = _first_number(header, READ_NOISE_KEYS, positive=True)
+    gain = _first_number(header, GAIN_KEYS, positive=True)
+    if noise_e is None or gain is None:
+        return 0.0
+    return SATURATION_READ_SIGMAS * noise_e / gain
 
 
 def infer_saturation(data: np.ndarray, *, min_pixels: int = 10) -> float | None:
