@@ -33,7 +33,7 @@ class PostprocessConfig:
     pair_min_fraction: float = 0.05  # fainter child must hold this fraction of the light
     mixture_iterations: int = 25  # EM iterations of the flux-sharing fit
     max_mixture_peaks: int = 16  # more distinct peaks: steepest-ascent basins, no EM
-    max_deblend_area: int = 2500  # px; larger components are never deblended
+    max_deblend_area: int = 2500  # px; larger components split only into peak basins
     trail_min_elongation: float = 4.0  # sqrt(l1/l2) of the pixel second moments
     trail_min_length: float = 12.0  # px, sqrt(12 l1)
     trail_plateau_nsigma: float = 3.0  # median track profile must exceed this many sigma

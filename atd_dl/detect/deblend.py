@@ -654,23 +654,27 @@ def deblend_components(
 ) -> Split:
     """Split blended components into children (``docs/detect.md``, deblending).
 
-    Trails, components with saturated pixels and components larger than
-    ``cfg.max_deblend_area`` px are never split. In order: components with more than
-    ``cfg.max_mixture_peaks`` distinct peaks -> steepest-ascent basins; 2+ distinct peaks or
+    Trails and components with saturated pixels are never split. In order: components
+    with more than ``cfg.max_mixture_peaks`` distinct peaks, or larger than
+    ``cfg.max_deblend_area`` px with 2+ (crowded fields of broad stars cut low join into such
+    components) -> steepest-ascent basins; 2+ distinct peaks or
     an unresolved pair (intensity elongation ``imom["delta"]`` significantly above the
     PSF's ``psf.delta``) -> Gaussian-mixture flux sharing (:func:`mixture_deblend`, PSF
     sigma ``psf.sigma`` px); other non-round components (circularity below
     ``cfg.circularity_threshold``) -> :func:`split_by_growth`.
     """
     n = comps.n
-    eligible = ~trail & ~props.saturated & (props.moments["area"] <= cfg.max_deblend_area)
-    eligible[0] = False
+    splittable = ~trail & ~props.saturated
+    splittable[0] = False
+    large = props.moments["area"] > cfg.max_deblend_area
+    eligible = splittable & ~large
     counts = np.ones(n + 1, dtype=np.int64)
     counts[0] = 0
     split = Split(counts, np.zeros(pix.index.size, dtype=np.int64))
     if not cfg.deblend:
         return split
-    _split_crowded(split, eligible, peaks, pix, cfg)
+    basins = splittable & ((peaks.count > cfg.max_mixture_peaks) | (large & (peaks.count >= 2)))
+    _split_crowded(split, basins, peaks, pix)
     multi = np.flatnonzero(eligible & (peaks.count >= 2) & (peaks.count <= cfg.max_mixture_peaks))
     excess = imom["delta"] - psf.delta
     pair = np.flatnonzero(
@@ -686,11 +690,10 @@ def deblend_components(
     return split
 
 
-def _split_crowded(
-    split: Split, eligible: np.ndarray, peaks: Peaks, pix: Pixels, cfg: PostprocessConfig
-) -> None:
-    """Components with more than ``cfg.max_mixture_peaks`` peaks: one child per basin."""
-    many = np.flatnonzero(eligible & (peaks.count > cfg.max_mixture_peaks))
+def _split_crowded(split: Split, basins: np.ndarray, peaks: Peaks, pix: Pixels) -> None:
+    """Components marked in ``basins`` (bool per component): one child per distinct peak's
+    steepest-ascent basin."""
+    many = np.flatnonzero(basins)
     if not many.size:
         return
     in_many = np.zeros(split.counts.size, dtype=bool)
