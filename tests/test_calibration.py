@@ -188,3 +188,21 @@ def test_masters_cli(tmp_path: Path, truth: dict[str, np.ndarray], capsys) -> No
     assert main(["masters", "--kind", "dark", "--out", str(out), *map(str, paths)]) == 2
     assert "pass --overwrite" in capsys.readouterr().err
     assert main(["masters", "--kind", "bias", "--out", str(tmp_path / "b.fits"), str(bad)]) == 2
+
+
+def test_bad_pixel_map_masks_its_pixels(tmp_path: Path) -> None:
+    """A bad-pixel map (nonzero = bad) masks its pixels, records BPMCOR and must match the
+    frame's shape; the detection CLI takes it as ``--bad-pixels``."""
+    data = np.full(SHAPE, 100.0, np.float32)
+    bpm = np.zeros(SHAPE, np.uint8)
+    bpm[5, 7] = 1
+    bpm[20, :] = 4  # a bad row
+    fits.PrimaryHDU(bpm).writeto(tmp_path / "bpm.fits")
+    masters = CalibrationMasters.from_files(bad_pixels=tmp_path / "bpm.fits")
+    assert masters
+    out = calibrate(_frame(data), masters)
+    assert out.mask[5, 7] and out.mask[20].all() and out.mask.sum() == 1 + SHAPE[1]
+    assert out.header["BPMCOR"] == 1 + SHAPE[1]
+    np.testing.assert_array_equal(out.data, data)  # values kept, only masked
+    with pytest.raises(InputError, match="bad-pixel map shape"):
+        calibrate(_frame(np.zeros((10, 10), np.float32)), masters)

@@ -500,6 +500,8 @@ for argv, frag in [
                      *DETECT], "text.fits"),
     (lambda f, out: ["detect", f["frame"], "--flat", f["hostile"] / "cube.fits", "--out", out,
                      *DETECT], "cube.fits"),
+    (lambda f, out: ["detect", f["frame"], "--bad-pixels", f["hostile"] / "text.fits", "--out",
+                     out, *DETECT], "text.fits"),
     (lambda f, out: ["simulate", "--out", out, "--set", "nosuch=1"], "--set 'nosuch=1'"),
     (lambda f, out: ["simulate", "--out", out, "--preset", "random", "--hard", "--clean"],
      "exclude each other"),

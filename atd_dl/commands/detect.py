@@ -97,6 +97,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bias", type=Path, default=None, help="master bias FITS")
     p.add_argument("--dark", type=Path, default=None, help="master dark FITS (bias-subtracted)")
     p.add_argument("--flat", type=Path, default=None, help="master flat FITS")
+    p.add_argument(
+        "--bad-pixels",
+        type=Path,
+        default=None,
+        help="bad-pixel map FITS, the frame's shape: nonzero = bad (hot, dead, RTS pixels); "
+        "those pixels are masked",
+    )
     p.add_argument("--regions", action="store_true", help="also write a DS9 region file")
     p.add_argument("--segmap", action="store_true", help="also write the segmentation map")
     p.add_argument("--probmap", action="store_true", help="also write the probability map")
@@ -193,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
         detector.binary_model = load_binary_model(
             None if args.binaries == "default" else args.binaries
         )
-    masters = load_masters(args.bias, args.dark, args.flat)
+    masters = load_masters(args.bias, args.dark, args.flat, args.bad_pixels)
     output = OutputConfig(
         args.out,
         regions=args.regions,

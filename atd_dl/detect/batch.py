@@ -657,13 +657,14 @@ def load_masters(
     bias: str | Path | None = None,
     dark: str | Path | None = None,
     flat: str | Path | None = None,
+    bad_pixels: str | Path | None = None,
 ) -> Any:
     """:class:`~atd_dl.prep.calibration.CalibrationMasters` from files, or None when none given."""
-    if bias is None and dark is None and flat is None:
+    if bias is None and dark is None and flat is None and bad_pixels is None:
         return None
     from atd_dl.prep.calibration import CalibrationMasters
 
-    return CalibrationMasters.from_files(bias=bias, dark=dark, flat=flat)
+    return CalibrationMasters.from_files(bias=bias, dark=dark, flat=flat, bad_pixels=bad_pixels)
 
 
 def default_workers() -> int:

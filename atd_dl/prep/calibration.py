@@ -53,13 +53,15 @@ _COPY_KEYS = (
 class CalibrationMasters:
     """Master calibration arrays (float, ``[ny, nx]``, ADU); any may be None.
 
-    ``dark`` is bias-subtracted and valid for ``dark_exptime`` seconds; ``flat`` any scale.
+    ``dark`` is bias-subtracted and valid for ``dark_exptime`` seconds; ``flat`` any scale;
+    ``bad`` a bad-pixel map (bool, True = hot, dead or otherwise unusable: masked).
     """
 
     bias: np.ndarray | None = None
     dark: np.ndarray | None = None
     flat: np.ndarray | None = None
     dark_exptime: float | None = None
+    bad: np.ndarray | None = None
 
     @classmethod
     def from_files(
@@ -68,24 +70,27 @@ class CalibrationMasters:
         dark: str | Path | None = None,
         flat: str | Path | None = None,
         *,
+        bad_pixels: str | Path | None = None,
         hdu: int | str | None = None,
     ) -> CalibrationMasters:
-        """Read master files (see :func:`read_frame`); ``dark_exptime`` from the dark's EXPTIME."""
+        """Read master files (see :func:`read_frame`); ``dark_exptime`` from the dark's EXPTIME;
+        ``bad_pixels``: a bad-pixel map, nonzero (or non-finite) = bad."""
 
         def load(path: str | Path | None) -> Frame | None:
             # masters are float images: no saturation flagging
             return None if path is None else read_frame(path, hdu=hdu, saturation=float("inf"))
 
-        b, d, f = load(bias), load(dark), load(flat)
+        b, d, f, m = load(bias), load(dark), load(flat), load(bad_pixels)
         return cls(
             bias=None if b is None else b.data,
             dark=None if d is None else d.data,
             flat=None if f is None else f.data,
             dark_exptime=None if d is None else d.exptime,
+            bad=None if m is None else (m.mask | (m.data != 0)),
         )
 
     def __bool__(self) -> bool:
-        return any(a is not None for a in (self.bias, self.dark, self.flat))
+        return any(a is not None for a in (self.bias, self.dark, self.flat, self.bad))
 
 
 @dataclass
@@ -118,8 +123,8 @@ def calibrate(frame: Frame, masters: CalibrationMasters, *, min_flat: float = 0.
     """Return a calibrated copy of ``frame``: ``(raw - bias - scaled dark) / normalised flat``.
 
     Pixels that become non-finite (NaN in a master, bad flat pixels) are added to ``mask``;
-    ``saturated`` is kept from the raw frame. Header cards ZEROCOR / DARKCOR / FLATCOR
-    record what was applied. Raises :class:`InputError` on a shape mismatch.
+    ``saturated`` is kept from the raw frame; pixels of the bad-pixel map are masked. Header
+    cards ZEROCOR / DARKCOR / FLATCOR / BPMCOR record what was applied. Raises :class:`InputError` on a shape mismatch.
     """
     data = np.array(frame.data, dtype=np.float32, copy=True)
     header = frame.header.copy()
@@ -159,6 +164,11 @@ def calibrate(frame: Frame, masters: CalibrationMasters, *, min_flat: float = 0.
             )
         mask |= bad
         header["FLATCOR"] = (True, "ATD-DL: divided by normalised master flat")
+    if masters.bad is not None:
+        bad_map = np.asarray(masters.bad, dtype=bool)
+        _check_shape(frame, "bad-pixel map", bad_map)
+        mask |= bad_map
+        header["BPMCOR"] = (int(bad_map.sum()), "ATD-DL: pixels masked by the bad-pixel map")
     mask |= ~np.isfinite(data)
     return dataclasses.replace(frame, data=data, mask=mask, header=header)
 
