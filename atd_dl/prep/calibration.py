@@ -124,7 +124,8 @@ def calibrate(frame: Frame, masters: CalibrationMasters, *, min_flat: float = 0.
 
     Pixels that become non-finite (NaN in a master, bad flat pixels) are added to ``mask``;
     ``saturated`` is kept from the raw frame; pixels of the bad-pixel map are masked. Header
-    cards ZEROCOR / DARKCOR / FLATCOR / BPMCOR record what was applied. Raises :class:`InputError` on a shape mismatch.
+    cards ZEROCOR / DARKCOR / FLATCOR / BPMCOR record what was applied. Raises
+    :class:`InputError` on a shape mismatch.
     """
     data = np.array(frame.data, dtype=np.float32, copy=True)
     header = frame.header.copy()

@@ -105,21 +105,31 @@ def find_sharp_pixels(
     allowed = usable & ~grow_mask(~usable, 1)
     allowed[[0, -1], :] = False  # the 3 x 3 median repeats edge pixels: no test there
     allowed[:, [0, -1]] = False
-    find_hot = defect_dominated(z, allowed)
+    median3 = _median3(z)
+    find_hot = defect_dominated(z, allowed, median3)
     hot = np.zeros(sub.shape, bool)
     cold = np.zeros(sub.shape, bool)
-    for _ in range(SHARP_PASSES):
-        new_hot, new_cold, median3 = _one_pass(z, allowed, find_hot)
+    for i in range(SHARP_PASSES):
+        new_hot, new_cold = _one_pass(z, median3, allowed, find_hot)
         if not (new_hot.any() or new_cold.any()):
             break
         hot |= new_hot
         cold |= new_cold
         flagged = new_hot | new_cold
         z[flagged] = median3[flagged]
+        if i + 1 < SHARP_PASSES:
+            median3 = _median3(z)
     return SharpPixels(hot, cold, z, find_hot)
 
 
-def defect_dominated(z: np.ndarray, allowed: np.ndarray) -> bool:
+def _median3(z: np.ndarray) -> np.ndarray:
+    """The 3 x 3 median of ``z`` (float32, C-contiguous; edges repeated)."""
+    import cv2
+
+    return cv2.medianBlur(z, 3)
+
+
+def defect_dominated(z: np.ndarray, allowed: np.ndarray, median3: np.ndarray | None = None) -> bool:
     """Whether the sharp bright pixels of a frame (``z``: sigma units; ``allowed``: pixels
     that may be tested) are a defect population: at least :data:`DEFECT_MIN_COUNT` (and
     :data:`DEFECT_MIN_SHARE` of the tested pixels) local maxima more than ``SHARP_SIGMA``
@@ -127,10 +137,9 @@ def defect_dominated(z: np.ndarray, allowed: np.ndarray) -> bool:
     many local maxima above :data:`BRIGHT_SIGMA`. Stars come with a luminosity function:
     among thousands of faint sharp ones, a fifth (Euclidean counts, N(>S) ~ S^-1.5) to a
     thirtieth (counts three times steeper) are three times brighter; hot pixels need not
-    be."""
-    import cv2
-
-    median3 = cv2.medianBlur(z, 3)
+    be. ``median3``: the 3 x 3 median of ``z`` when already at hand."""
+    if median3 is None:
+        median3 = _median3(z)
     is_max = z >= max_filter(z, 3)
     sharp = allowed & is_max & (z - median3 > SHARP_SIGMA) & (np.abs(median3) < SHARP_SIGMA)
     n_sharp = int(np.count_nonzero(sharp))
@@ -141,25 +150,24 @@ def defect_dominated(z: np.ndarray, allowed: np.ndarray) -> bool:
 
 
 def _one_pass(
-    z: np.ndarray, allowed: np.ndarray, find_hot: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hot (when ``find_hot``) and cold pixels of one pass over ``z`` (sigma units), and its
-    3 x 3 median."""
+    z: np.ndarray, median3: np.ndarray, allowed: np.ndarray, find_hot: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hot (when ``find_hot``) and cold pixels of one pass over ``z`` (sigma units) with its
+    3 x 3 median ``median3``."""
     import cv2
 
-    median3 = cv2.medianBlur(z, 3)
     sharp = z - median3
     # a defect sits on the sky: a 3 x 3 median near 0 (not on a star, saturated or not)
     candidates = allowed & (np.abs(sharp) > SHARP_SIGMA) & (np.abs(median3) < SHARP_SIGMA)
     if not candidates.any():
-        return candidates, candidates.copy(), median3
+        return candidates, candidates.copy()
     hot = np.zeros(z.shape, bool)
     if find_hot:
         hot = candidates & (sharp > 0) & (z >= max_filter(z, 3))
     fine = median3 - cv2.medianBlur(median3, 5)
     cold = candidates & (-sharp > SHARP_OBJLIM * np.maximum(-fine, 0.0))
     cold &= -z >= max_filter(-z, 3)
-    return hot, cold, median3
+    return hot, cold
 
 
 def clean_sharp_pixels(
