@@ -96,18 +96,28 @@ def _per_frame_rule(detector, scored, best, args) -> tuple[Any, list[dict]]:
     maps = [m for _, m in scored.noise_maps]
     null = tuple(float(v) for v in noise_peaks_per_px(maps, grid))
     floor = tuple(float(v) for v in noise_peaks_per_px(maps, grid, least=True))
+    # regime nulls: the source-free frames the pipeline treats as photon counting, and the rest
+    counting = [m for p, m in scored.noise_maps if p.counting]
+    other = [m for p, m in scored.noise_maps if not p.counting]
+    regime = (
+        tuple(float(v) for v in noise_peaks_per_px(other, grid)),
+        tuple(float(v) for v in noise_peaks_per_px(counting, grid)),
+    )
     rows, best_rule, best_f1 = [], None, best.mean_frame_f1 + args.rule_gain
     for mode, fdr, low in itertools.product(args.null, args.fdr, args.min_threshold):
         if mode == "own" and args.mirror_px <= 0:
             continue
+        if mode == "regime" and not (counting and other):
+            continue
         detector.fdr_rule = FdrRule(
             fdr,
             tuple(grid),
-            null,
+            regime[0] if mode == "regime" else null,
             best.threshold,
             args.mirror_px,
             null_floor_per_px=floor if mode == "own" else None,
             min_threshold=low,
+            null_counting_per_px=regime[1] if mode == "regime" else None,
         )
         row = score_rule(detector, scored, detector.frame_threshold, best.threshold)
         rows.append({"null": mode, "fdr": fdr, "min_threshold": low, **dataclasses.asdict(row)})
@@ -156,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda v: v.split(","),
         default=["shipped", "own"],
         help="null of the per-frame rules to score (comma list): 'shipped' (the largest over "
-        "the source-free validation frames, raised to the frame's own) or 'own' (the "
+        "the source-free validation frames, raised to the frame's own), 'regime' (the same "
+        "over the frames of the frame's noise regime: photon counting or not) or 'own' (the "
         "frame's own from the mirrored crop, floored by the least over those frames)",
     )
     ap.add_argument(

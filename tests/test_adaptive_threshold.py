@@ -86,6 +86,29 @@ def test_rule_round_trip_and_validation() -> None:
         FdrRule(0.02, (0.2, 0.1), (0.0, 0.0), 0.7)
 
 
+def test_photon_counting_frames_use_their_own_regime_null() -> None:
+    """A rule with a counting null: a crowded non-counting frame is cut by the (low) null of
+    its regime, the same map on a photon-counting frame by the (high) counting null."""
+    rule, noise = noise_rule(fdr=0.05)
+    quiet = tuple(v / 20 for v in rule.null_per_px)
+    regime = FdrRule(rule.fdr, GRID, quiet, rule.ceiling, null_counting_per_px=rule.null_per_px)
+    rng = np.random.default_rng(12)
+    crowded = blob_map((1000, 1000), 2_000, rng.uniform(0.05, 1.0, 2_000), seed=13)
+    t_other = frame_threshold(crowded, regime.for_frame(False))
+    t_counting = frame_threshold(crowded, regime.for_frame(True))
+    assert t_other < t_counting
+    assert t_counting == frame_threshold(crowded, rule)
+    assert regime.for_frame(True).null_counting_per_px is None
+    assert regime.for_frame(False) is regime and rule.for_frame(True) is rule
+    # the counting null travels in thresholds.json, and must fit the grid
+    again = FdrRule.from_dict(json.loads(json.dumps(regime.to_dict())), ceiling=rule.ceiling)
+    assert again == regime
+    with pytest.raises(ValueError, match="counting"):
+        FdrRule(0.05, (0.1, 0.2), (0.0, 0.0), 0.7, null_counting_per_px=(0.0,))
+    # a counting noise map keeps the ceiling under its own null
+    assert frame_threshold(noise, regime.for_frame(True)) == rule.ceiling
+
+
 def record_predict_calls(det: object) -> list[tuple[int, ...]]:
     """Wrap ``det.predictor.predict`` so each call's input shape is appended to the list."""
     calls: list[tuple[int, ...]] = []

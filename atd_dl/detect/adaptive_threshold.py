@@ -46,7 +46,7 @@ crowded field the cut goes down. The threshold used is written in the catalog he
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -83,6 +83,10 @@ class FdrRule:
     #: the rule never cuts below this: false detections that are not noise (galaxies, PSF
     #: wings and spikes, nebulosity) are not in any null, mirrored or shipped
     min_threshold: float = 0.0
+    #: the null of photon-counting frames (``PreparedFrame.counting``), measured on the
+    #: source-free validation frames the pipeline classifies as photon counting; with it,
+    #: ``null_per_px`` holds the other frames' null (None: ``null_per_px`` serves all frames)
+    null_counting_per_px: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.thresholds) != len(self.null_per_px) or not self.thresholds:
@@ -91,6 +95,9 @@ class FdrRule:
             raise ValueError("thresholds must be ascending")
         if not 0.0 < self.fdr < 1.0:
             raise ValueError(f"fdr must lie in (0, 1), got {self.fdr}")
+        counting = self.null_counting_per_px
+        if counting is not None and len(counting) != len(self.thresholds):
+            raise ValueError("null_counting_per_px needs one value per threshold")
         if self.null_floor_per_px is not None:
             if len(self.null_floor_per_px) != len(self.thresholds):
                 raise ValueError("null_floor_per_px needs one value per threshold")
@@ -100,6 +107,13 @@ class FdrRule:
     @property
     def own_null_mode(self) -> bool:
         return self.null_floor_per_px is not None
+
+    def for_frame(self, counting: bool) -> FdrRule:
+        """The rule for a frame of this noise regime: on a photon-counting frame the
+        counting null (when the rule has one) replaces ``null_per_px``."""
+        if not counting or self.null_counting_per_px is None:
+            return self
+        return replace(self, null_per_px=self.null_counting_per_px, null_counting_per_px=None)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], ceiling: float) -> FdrRule:
@@ -116,6 +130,11 @@ class FdrRule:
                 else None
             ),
             min_threshold=float(d.get("min_threshold", 0.0)),
+            null_counting_per_px=(
+                tuple(float(v) for v in d["null_counting_per_px"])
+                if d.get("null_counting_per_px") is not None
+                else None
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,13 +148,16 @@ class FdrRule:
             out["null_floor_per_px"] = list(self.null_floor_per_px)
         if self.min_threshold > 0:
             out["min_threshold"] = self.min_threshold
+        if self.null_counting_per_px is not None:
+            out["null_counting_per_px"] = list(self.null_counting_per_px)
         return out
 
     def describe(self) -> str:
         own = f", own null from a {self.mirror_px / 1e6:.2f} Mpx mirror" if self.mirror_px else ""
         mode = " replacing the shipped one" if self.own_null_mode else ""
         low = f", never below {self.min_threshold:g}" if self.min_threshold > 0 else ""
-        return f"fdr {self.fdr:g} (noise-safe ceiling {self.ceiling:.2f}{own}{mode}{low})"
+        regime = ", photon-counting frames their own null" if self.null_counting_per_px else ""
+        return f"fdr {self.fdr:g} (noise-safe ceiling {self.ceiling:.2f}{own}{mode}{low}{regime})"
 
 
 def probability_peaks(prob: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:

@@ -78,6 +78,14 @@ log = logging.getLogger(__name__)
 #: frames of 0.1-5 photons/px (8.9 Mpx) none of them reached SNR 2.6
 COUNTING_MIN_SNR = 2.5
 
+#: smallest aperture SNR kept on defect-dominated frames (``PreparedFrame.defect_dominated``:
+#: many sharp maxima on the sky, no star population, :mod:`atd_dl.prep.pixel_defects`) at
+#: the noise-safe threshold, unless ``min_snr`` is set. Their noise has heavy tails (random
+#: telegraph pixels, clumps of 2-3 pixels at 4-5 sigma), so the classical 5-sigma detection
+#: limit: on the shared 5-s M13 frame every detection under it (3 on the frame, 6 on its
+#: mirror, aperture SNR 3.1-4.4) is such a clump
+DEFECT_MIN_SNR = 5.0
+
 
 def counting_snr_floor(radius: float, cfg: PostprocessConfig) -> float:
     """:data:`COUNTING_MIN_SNR` for the aperture of the default PSF width, scaled down as
@@ -492,12 +500,13 @@ class Detector:
         if self.fdr_rule is None or prepared.empty:
             return self.threshold
         frame = prepared.frame
+        rule = self.fdr_rule.for_frame(prepared.counting)
         valid = ~frame.mask & np.isfinite(frame.data)
         peaks, area = probability_peaks(prob, valid), float(np.count_nonzero(valid))
-        first = threshold_from_peaks(peaks, area, self.fdr_rule, optimistic=True)
+        first = threshold_from_peaks(peaks, area, rule, optimistic=True)
         # the least null the frame can be given (the shipped one, or in own-null mode its
         # floor) already keeps the ceiling: the mirror is not needed
-        if first >= self.fdr_rule.ceiling:
+        if first >= rule.ceiling:
             return first
         own = None
         if prepared.subtracted_adu is not None and prepared.background_rms_adu is not None:
@@ -506,9 +515,9 @@ class Detector:
                 prepared.background_rms_adu,
                 ~valid,
                 self.predictor.predict,
-                self.fdr_rule,
+                rule,
             )
-        return threshold_from_peaks(peaks, area, self.fdr_rule, own)
+        return threshold_from_peaks(peaks, area, rule, own)
 
     def extract(
         self, prepared: PreparedFrame, prob: np.ndarray, *, threshold: float | None = None
@@ -549,7 +558,7 @@ class Detector:
                 floor = counting_snr_floor(ex.aperture_radius, self.config.postprocess)
                 min_snr = max(min_snr, floor)
             if prepared.defect_dominated:  # faint "sources" are mostly defect clumps
-                min_snr = max(min_snr, self.config.postprocess.low_snr)
+                min_snr = max(min_snr, DEFECT_MIN_SNR)
         if min_snr > 0 and len(ex.catalog):
             ex = _drop_low_snr(ex, min_snr)
         if frame.origin != (0, 0) and len(ex.catalog):  # trimmed: report HDU pixels
