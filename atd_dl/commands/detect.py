@@ -45,6 +45,7 @@ DETECT_OPTIONS = (
     "hdu",
     "plane",
     "gain",
+    "symmetries",
 )
 
 
@@ -139,6 +140,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
     p.add_argument(
         "--batch-size", type=int_at_least(1), default=None, help="tiles per batch (default: auto)"
+    )
+    p.add_argument(
+        "--symmetries",
+        type=int_in(1, 4),
+        choices=(1, 2, 4),
+        default=None,
+        help="average the probability map over this many flips of the frame (default: the "
+        "model's, 4 for the shipped default; 1 is the fastest but its operating point was not "
+        "chosen for it)",
     )
     p.add_argument(
         "--tile",

@@ -220,6 +220,15 @@ def tile_multiple(meta: dict[str, Any]) -> int:
     return 2 ** int(depth) if isinstance(depth, int) and 0 <= depth <= 6 else 16
 
 
+#: the image flips averaged at inference for each ``symmetries`` count (axes of a 2-D map
+#: flipped; () = as it is): none, left-right, and all four flips (the 180-degree rotation)
+FLIP_SETS: dict[int, tuple[tuple[int, ...], ...]] = {
+    1: ((),),
+    2: ((), (1,)),
+    4: ((), (1,), (0,), (0, 1)),
+}
+
+
 class TiledPredictor:
     """Batched, tiled prediction of a whole-frame probability map with one network.
 
@@ -240,9 +249,14 @@ class TiledPredictor:
         compile: bool = False,
         amp: bool = True,
         multiple: int = 16,
+        symmetries: int = 1,
     ) -> None:
         if tile is not None and (tile < 16 or tile % 16):
             raise ValueError(f"tile must be a multiple of 16 (>= 16), got {tile}")
+        if symmetries not in FLIP_SETS:
+            raise ValueError(f"symmetries must be one of {sorted(FLIP_SETS)}, got {symmetries}")
+        #: the probability map is the mean over this many flips of the frame (1: none)
+        self.symmetries = int(symmetries)
         self.onnx = isinstance(model, OnnxNetwork)
         if self.onnx:
             if device_kind(device) != "cpu":
@@ -351,13 +365,25 @@ class TiledPredictor:
         return Tiler(shape, tile=tile, overlap=overlap)
 
     def predict(self, planes: np.ndarray) -> np.ndarray:
-        """Stitched probability map ``[ny, nx]`` for whole-frame planes ``[C, ny, nx]``.
+        """Stitched probability map ``[ny, nx]`` for whole-frame planes ``[C, ny, nx]``:
+        with ``symmetries`` > 1 the mean of the maps of the flipped frame (:data:`FLIP_SETS`)
+        flipped back, which averages out the network's own response to the noise pattern
+        (the frame's noise is the same seen flipped; the network's answer to it is not).
 
         Tiles are cut as they are predicted (:meth:`tile_probabilities`), so memory holds
         the frame's planes, its probability map and one batch of tiles."""
         planes = np.asarray(planes, dtype=np.float32)
         if planes.ndim == 2:
             planes = planes[None]
+        if self.symmetries == 1:
+            return self._predict_once(planes)
+        total = np.zeros(planes.shape[-2:], dtype=np.float64)
+        for axes in FLIP_SETS[self.symmetries]:
+            flipped = np.ascontiguousarray(np.flip(planes, axis=[a + 1 for a in axes]))
+            total += np.flip(self._predict_once(flipped), axis=axes)
+        return (total / self.symmetries).astype(np.float32)
+
+    def _predict_once(self, planes: np.ndarray) -> np.ndarray:
         tiler = self.tiler(planes.shape[-2:])
         ty, tx = tiler.tile_shape
         padded = tiler.pad(planes)

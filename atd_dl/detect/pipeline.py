@@ -120,6 +120,10 @@ class DetectConfig:
     # config.json "postprocess": {"min_snr": ...}, else 0 = keep all; at least
     # COUNTING_MIN_SNR on photon-counting frames)
     min_snr: float | None = None
+    # probability map averaged over this many flips of the frame (1, 2 or 4; None: the model
+    # folder's config.json "inference": {"symmetries": ...}, else 1): part of the model's
+    # operating point, which was chosen with it
+    symmetries: int | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary written into catalog headers."""
@@ -421,8 +425,17 @@ class Detector:
                 compile=c.compile,
                 amp=c.amp,
                 multiple=tile_multiple(self.meta),
+                symmetries=self.symmetries,
             )
         return self._predictor
+
+    @property
+    def symmetries(self) -> int:
+        """Flips averaged at inference: the user's, else the model folder's, else 1."""
+        if self.config.symmetries is not None:
+            return int(self.config.symmetries)
+        inference = (self.meta.get("config") or {}).get("inference") or {}
+        return int(inference.get("symmetries", 1))
 
     @property
     def device(self) -> str:
