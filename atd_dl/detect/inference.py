@@ -379,7 +379,7 @@ class TiledPredictor:
             return self._predict_once(planes)
         total = np.zeros(planes.shape[-2:], dtype=np.float64)
         for axes in FLIP_SETS[self.symmetries]:
-            flipped = np.ascontiguousarray(np.flip(planes, axis=[a + 1 for a in axes]))
+            flipped = np.ascontiguousarray(np.flip(planes, axis=tuple(a + 1 for a in axes)))
             total += np.flip(self._predict_once(flipped), axis=axes)
         return (total / self.symmetries).astype(np.float32)
 
