@@ -196,6 +196,13 @@ def main(argv: list[str] | None = None) -> int:
         help="strict precision every validation frame (>= 20 stars) must keep under a "
         "per-frame rule for it to be adopted",
     )
+    ap.add_argument(
+        "--symmetries",
+        type=int,
+        choices=(1, 2, 4),
+        default=None,
+        help="flips averaged at inference (default: the model folder's)",
+    )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--write", action="store_true", help="write thresholds.json of --model")
     args = ap.parse_args(argv)
@@ -211,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     from atd_dl.io.atomic import atomic_write_text
 
     model, meta = load_detector(args.model, device="cpu")
-    detector = Detector(model, meta, DetectConfig(threshold=0.5))  # fixed: no per-frame rule
+    # fixed threshold: no per-frame rule while the fixed ones are scored
+    detector = Detector(model, meta, DetectConfig(threshold=0.5, symmetries=args.symmetries))
     start, stop, step = (float(v) for v in args.thresholds.split(":"))
     grid = [round(t, 4) for t in np.arange(start, stop + 1e-9, step)]
     with tempfile.TemporaryDirectory() as tmp:

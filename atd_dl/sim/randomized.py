@@ -41,6 +41,7 @@ __all__ = [
     "draw_field_params",
     "render_random_field",
     "label_radius",
+    "paint_disks",
     "effective_area",
     "DENSITY_CELLS",
 ]
@@ -420,7 +421,7 @@ def render_random_field(params: RandomFieldParams, rng: np.random.Generator) -> 
     r_lab = np.maximum(label_radius(fwhm_at), core + 0.5 * (core > 0))
     lab = snr_opt >= label_snr(p.read_noise_e)
     label = np.zeros(shape, dtype=bool)
-    _paint_disks(label, xs[lab], ys[lab], r_lab[lab])
+    paint_disks(label, xs[lab], ys[lab], r_lab[lab])
     label |= gal_label | trail_label
 
     truth = _truth_table(
@@ -454,7 +455,7 @@ def _saturated_core_radius(
     return np.where(ratio > 1.0, alpha * np.sqrt(np.maximum(ratio, 1.0) ** (1.0 / beta) - 1.0), 0.0)
 
 
-def _paint_disks(label: np.ndarray, x: np.ndarray, y: np.ndarray, r: np.ndarray) -> None:
+def paint_disks(label: np.ndarray, x: np.ndarray, y: np.ndarray, r: np.ndarray) -> None:
     """Set pixels whose centre lies within ``r`` of ``(x, y)`` (vectorised by radius)."""
     if len(x) == 0:
         return
@@ -536,7 +537,7 @@ def _add_galaxies(
         compact = re < 0.5 * p.fwhm_px
         snr_opt = flux / math.sqrt(flux + area * sigma_e**2)
         if compact and snr_opt >= label_snr(p.read_noise_e):
-            _paint_disks(label, np.array([x]), np.array([y]), label_radius(np.array([p.fwhm_px])))
+            paint_disks(label, np.array([x]), np.array([y]), label_radius(np.array([p.fwhm_px])))
         rows.append((x, y, flux, snr_opt, "galaxy" if not compact else "compact", re))
     return rows, label
 
