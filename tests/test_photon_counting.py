@@ -32,9 +32,11 @@ def test_photon_noise_gives_no_detection(detector: Detector, sky: float) -> None
     prepared = detector.prepare(array_frame(frame, gain=1.0))
     assert prepared.counting
     assert len(detector.run(prepared).catalog) == 0
-    # without the floor the network's few-photon clumps come out (what it guards against)
-    loose = Detector(detector.model, detector.meta, DetectConfig(min_snr=0.0))
-    assert len(loose.run(array_frame(frame, gain=1.0)).catalog) > 0
+    # without the floor the network's few-photon clumps come out at 0.5 photon/px (what it
+    # guards against; at 0.1 the shipped network with flip averaging stays silent itself)
+    if sky >= 0.5:
+        loose = Detector(detector.model, detector.meta, DetectConfig(min_snr=0.0))
+        assert len(loose.run(array_frame(frame, gain=1.0)).catalog) > 0
 
 
 def test_counting_stars_are_found_with_unbiased_fluxes(detector: Detector) -> None:
