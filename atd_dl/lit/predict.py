@@ -87,7 +87,8 @@ class FramePredictor(L.LightningModule):
 
     The tiles, their batches and the stitching are those of
     :class:`~atd_dl.detect.inference.TiledPredictor` (``tile=None``: automatic, as in
-    ``atd-dl detect``), run on this rank's device."""
+    ``atd-dl detect``; ``symmetries``: the flips averaged, the detector's), run on this
+    rank's device."""
 
     def __init__(
         self,
@@ -98,9 +99,11 @@ class FramePredictor(L.LightningModule):
         tiles_per_batch: int | None = None,
         amp: bool = True,
         multiple: int = 16,
+        symmetries: int = 1,
     ):
         super().__init__()
         self.net = net
+        self.symmetries = symmetries
         self.tile = tile
         self.overlap = overlap
         self.multiple = multiple
@@ -121,6 +124,7 @@ class FramePredictor(L.LightningModule):
                 device=self.device,
                 amp=self.amp,
                 multiple=self.multiple,
+                symmetries=self.symmetries,
             )
         return self._predictor
 
@@ -227,6 +231,7 @@ def predict_distributed(
             tiles_per_batch=detector.config.batch_size,
             amp=detector.config.amp,
             multiple=tile_multiple(detector.meta),
+            symmetries=detector.symmetries,
         )
         trainer.predict(module, dataloaders=loader, return_predictions=False)
         trainer.strategy.barrier()
