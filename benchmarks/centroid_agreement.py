@@ -88,6 +88,14 @@ def sextractor_table(prepared: Any, fwhm: float, threshold: float = 3.0) -> Any:
     return raw
 
 
+def auto_snr(raw: Any) -> np.ndarray:
+    """SExtractor's SNR of each row: ``FLUX_AUTO / FLUXERR_AUTO`` (a zero error counts as
+    1e-30)."""
+    return np.asarray(raw["FLUX_AUTO"], float) / np.maximum(
+        np.asarray(raw["FLUXERR_AUTO"], float), 1e-30
+    )
+
+
 def isolated_pairs(
     cat: Any,
     raw: Any,
@@ -109,9 +117,7 @@ def isolated_pairs(
     ys = np.asarray(raw["y0"], float)
     if len(xo) == 0 or len(xs) == 0:
         return np.zeros(0, int), np.zeros(0, int)
-    snr_s = np.asarray(raw["FLUX_AUTO"], float) / np.maximum(
-        np.asarray(raw["FLUXERR_AUTO"], float), 1e-30
-    )
+    snr_s = auto_snr(raw)
     r_iso = isolation * max(float(fwhm), 1.0)
     ny, nx = shape
     x0, y0 = origin
@@ -160,9 +166,7 @@ def sextractor_fwhm(
 
     if len(raw) == 0:
         return float("nan")
-    snr = np.asarray(raw["FLUX_AUTO"], float) / np.maximum(
-        np.asarray(raw["FLUXERR_AUTO"], float), 1e-30
-    )
+    snr = auto_snr(raw)
     xy = np.column_stack([np.asarray(raw["xi"], float), np.asarray(raw["yi"], float)])
     near = cKDTree(xy).query_ball_point(xy, isolation * max(float(fwhm), 1.0))
     alone = np.array([len(n) == 1 for n in near])

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from atd_dl.io.atomic import atomic_output
-from atd_dl.sim.randomized import training_sample
+from atd_dl.sim.randomized import patch_path, training_sample, write_patch
 
 
 def corner_draw(seed: int, index: int, fwhm: tuple[float, float], density: tuple[float, float]):
@@ -39,13 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for index in range(args.n):
-        path = args.out / f"patch_{args.seed}_{index:06d}.npz"
+        path = patch_path(args.out, args.seed, index)
         if path.exists():
             continue
         fw, dens = corner_draw(args.seed, index, tuple(args.fwhm), tuple(args.density))
-        sample = training_sample(args.seed, index, 256, fwhm=fw, density=dens)
-        with atomic_output(path) as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **sample)
+        write_patch(path, training_sample(args.seed, index, 256, fwhm=fw, density=dens))
     print(f"{args.n} patches in {args.out}")
     return 0
 

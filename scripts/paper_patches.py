@@ -25,10 +25,9 @@ import numpy as np
 from astropy.table import Table
 
 from atd_dl.detect.pipeline import prepare_frame
-from atd_dl.io.atomic import atomic_output
 from atd_dl.prep.calibration import CalibrationMasters
 from atd_dl.prep.network_input import significance_planes
-from atd_dl.sim.randomized import label_radius, paint_disks
+from atd_dl.sim.randomized import label_radius, paint_disks, patch_path, write_patch
 
 PATCH = 256
 
@@ -85,9 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         for planes, label, points in frame_patches(
             frame_path, truth_path, masters, fwhm, args.label_snr
         ):
-            path = args.out / f"patch_{args.seed}_{index:06d}.npz"
-            with atomic_output(path) as tmp, open(tmp, "wb") as fh:
-                np.savez_compressed(fh, planes=planes, label=label, points=points)
+            sample = {"planes": planes, "label": label, "points": points}
+            write_patch(patch_path(args.out, args.seed, index), sample)
             index += 1
     print(f"{index} patches in {args.out}")
     return 0

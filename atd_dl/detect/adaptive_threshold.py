@@ -124,17 +124,9 @@ class FdrRule:
             null_per_px=tuple(float(v) for v in d["null_per_px"]),
             ceiling=float(ceiling),
             mirror_px=int(d.get("mirror_px", 0)),
-            null_floor_per_px=(
-                tuple(float(v) for v in d["null_floor_per_px"])
-                if d.get("null_floor_per_px") is not None
-                else None
-            ),
+            null_floor_per_px=_floats(d.get("null_floor_per_px")),
             min_threshold=float(d.get("min_threshold", 0.0)),
-            null_counting_per_px=(
-                tuple(float(v) for v in d["null_counting_per_px"])
-                if d.get("null_counting_per_px") is not None
-                else None
-            ),
+            null_counting_per_px=_floats(d.get("null_counting_per_px")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,6 +150,11 @@ class FdrRule:
         low = f", never below {self.min_threshold:g}" if self.min_threshold > 0 else ""
         regime = ", photon-counting frames their own null" if self.null_counting_per_px else ""
         return f"fdr {self.fdr:g} (noise-safe ceiling {self.ceiling:.2f}{own}{mode}{low}{regime})"
+
+
+def _floats(values: Sequence[float] | None) -> tuple[float, ...] | None:
+    """An optional per-threshold list of ``thresholds.json`` as a tuple of floats."""
+    return None if values is None else tuple(float(v) for v in values)
 
 
 def probability_peaks(prob: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:

@@ -42,6 +42,8 @@ __all__ = [
     "render_random_field",
     "label_radius",
     "paint_disks",
+    "patch_path",
+    "write_patch",
     "effective_area",
     "DENSITY_CELLS",
 ]
@@ -666,6 +668,23 @@ def training_sample(
     }
 
 
+def patch_path(folder: str | os.PathLike, seed: int, index: int) -> Path:
+    """The file of training patch ``index`` of run ``seed``: ``<folder>/patch_<seed>_<index>.npz``
+    (the name every patch writer uses and :mod:`atd_dl.lit.random_data` reads)."""
+    return Path(folder) / f"patch_{seed}_{index:06d}.npz"
+
+
+def write_patch(path: str | os.PathLike, sample: dict[str, np.ndarray]) -> None:
+    """Write one training patch (``planes``, ``label``, ``points`` of ``sample``, as
+    :func:`training_sample` returns them) to ``path``, atomically, compressed."""
+    from atd_dl.io.atomic import atomic_output
+
+    with atomic_output(Path(path)) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(
+            fh, planes=sample["planes"], label=sample["label"], points=sample["points"]
+        )
+
+
 def write_training_set(
     out: str | os.PathLike,
     n: int,
@@ -679,8 +698,6 @@ def write_training_set(
 
     Returns the number written. Each file is written atomically.
     """
-    from atd_dl.io.atomic import atomic_output
-
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     written = 0
@@ -690,15 +707,10 @@ def write_training_set(
 
         it = tqdm(it, desc=f"patches {folder.name}", unit="patch")
     for index in it:
-        path = folder / f"patch_{seed}_{index:06d}.npz"
+        path = patch_path(folder, seed, index)
         if path.exists():
             continue
-        sample = training_sample(seed, index, size)
-        with atomic_output(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(
-                    fh, planes=sample["planes"], label=sample["label"], points=sample["points"]
-                )
+        write_patch(path, training_sample(seed, index, size))
         written += 1
     return written
 
