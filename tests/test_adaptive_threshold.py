@@ -181,9 +181,13 @@ def test_mirror_null_sees_holes_not_stars() -> None:
     clean = mirror_null_per_px(stars, rms, bad, _toy_network, rule)
     assert clean is not None and clean.max() == 0.0
     holes = sub.copy()
-    holes[50:250:20, 50:250:20] -= 30.0  # negative features: bumps on the mirror
+    holes[50:250:20, 50:250:20] -= 8.0  # noise-like negative features: bumps on the mirror
     null = mirror_null_per_px(holes, rms, bad, _toy_network, rule)
     assert null is not None and null[GRID.index(0.7)] > 0
+    # deep holes (box sums ~10 sigma: over-subtracted stars) are real features, not noise
+    deep = sub.copy()
+    deep[50:250:20, 50:250:20] -= 30.0
+    assert mirror_null_per_px(deep, rms, bad, _toy_network, rule).max() == 0.0
     # with that own null, a frame full of peaks keeps the ceiling
     crowded = blob_map((300, 300), 20, np.full(20, 0.9), seed=12)
     assert frame_threshold(crowded, rule, own_null=np.full(len(GRID), 1e-3)) == 0.7
@@ -280,3 +284,34 @@ def test_own_null_is_an_upper_bound_in_own_null_mode() -> None:
     null = mirror_null_per_px(sub, rms, bad, _toy_network, rule)
     assert null is not None
     assert np.all(null > 0)  # no maximum seen, yet an upper bound of ~3 per crop
+
+
+def test_box_significance_scales_with_correlated_noise() -> None:
+    """Box sums in units of their own scatter: white or correlated noise seldom reaches
+    :data:`NOISE_PEAK_MAX_SIGMA`, though in pixel-rms units correlated noise often does."""
+    from scipy.ndimage import gaussian_filter
+
+    from atd_dl.detect.adaptive_threshold import NOISE_PEAK_MAX_SIGMA, box_significance
+
+    rng = np.random.default_rng(8)
+    usable = np.ones((400, 400), bool)
+    for corr in (0.0, 1.5):
+        noise = rng.normal(0.0, 1.0, usable.shape)
+        if corr:
+            noise = gaussian_filter(noise, corr)
+            noise /= noise.std()  # pixel rms 1, as the background rms would say
+            # in pixel-rms units (a box sum of white noise scatters by 3) it is no rare event
+            assert np.mean(np.abs(_box(noise)) / 3.0 > NOISE_PEAK_MAX_SIGMA) > 1e-3
+        sig = box_significance(noise, np.ones_like(noise), usable)
+        assert np.std(sig[2:-2, 2:-2]) == pytest.approx(1.0, abs=0.1)
+        assert np.mean(np.abs(sig) > NOISE_PEAK_MAX_SIGMA) < 1e-4
+    blob = np.zeros(usable.shape)
+    blob[200, 200] = 30.0
+    noise = rng.normal(0.0, 1.0, usable.shape) + blob
+    assert box_significance(noise, np.ones_like(noise), usable)[200, 200] > 8
+
+
+def _box(image: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import uniform_filter
+
+    return 9.0 * uniform_filter(image, size=3, mode="constant")
