@@ -134,8 +134,12 @@ def test_defect_dominated_frames_drop_low_snr_detections() -> None:
     prepared = detector.prepare(array_frame(np.round(data)))
     assert prepared.defect_dominated
     assert any("defect-dominated" in w for w in prepared.warnings)
-    catalog = detector.extract(prepared, detector.infer(prepared)).catalog
+    prob = detector.infer(prepared)
+    catalog = detector.extract(prepared, prob).catalog
     assert np.all(np.asarray(catalog["snr"]) >= DEFECT_MIN_SNR)
+    # below the noise-safe threshold too (where a per-frame rule may cut such a frame)
+    low = detector.extract(prepared, prob, threshold=0.2).catalog
+    assert np.all(np.asarray(low["snr"]) >= DEFECT_MIN_SNR)
     # the floor is the defect-dominated one: an explicit min_snr replaces it
     loose = Detector(*load_detector("default", device="cpu"), DetectConfig(min_snr=0.0))
     assert len(loose.extract(prepared, loose.infer(prepared)).catalog) >= len(catalog)

@@ -80,7 +80,7 @@ COUNTING_MIN_SNR = 2.5
 
 #: smallest aperture SNR kept on defect-dominated frames (``PreparedFrame.defect_dominated``:
 #: many sharp maxima on the sky, no star population, :mod:`atd_dl.prep.pixel_defects`) at
-#: the noise-safe threshold, unless ``min_snr`` is set. Their noise has heavy tails (random
+#: every threshold, unless ``min_snr`` is set. Their noise has heavy tails (random
 #: telegraph pixels, clumps of 2-3 pixels at 4-5 sigma), so the classical 5-sigma detection
 #: limit: on the shared 5-s M13 frame every detection under it (3 on the frame, 6 on its
 #: mirror, aperture SNR 3.1-4.4) is such a clump
@@ -564,13 +564,15 @@ class Detector:
         if frame.saturated.any() and len(ex.catalog) > 1:
             ex = merge_saturated_fragments(ex, frame.saturated)
         min_snr = self.min_snr
-        # photon clumps matter where stars are few: a frame the per-frame rule cuts below
-        # the noise-safe threshold is rich in sources, and its false-discovery control holds
-        if self.config.min_snr is None and t >= self.threshold:
-            if prepared.counting:
+        if self.config.min_snr is None:
+            # photon clumps matter where stars are few: a frame the per-frame rule cuts below
+            # the noise-safe threshold is rich in sources, and its false-discovery control holds
+            if prepared.counting and t >= self.threshold:
                 floor = counting_snr_floor(ex.aperture_radius, self.config.postprocess)
                 min_snr = max(min_snr, floor)
-            if prepared.defect_dominated:  # faint "sources" are mostly defect clumps
+            # faint "sources" are mostly defect clumps, at any threshold: no noise null holds
+            # them, so a rule that cut lower would only let more of them in
+            if prepared.defect_dominated:
                 min_snr = max(min_snr, DEFECT_MIN_SNR)
         if min_snr > 0 and len(ex.catalog):
             ex = _drop_low_snr(ex, min_snr)
