@@ -326,3 +326,57 @@ def test_degenerate_map_everything_above_threshold_splits_into_its_stars():
         config=PostprocessConfig(deblend=False),
     )
     assert len(whole.catalog) == 1
+
+
+def _gauss_map(shape, xs, ys, peaks, sigma=2.0) -> np.ndarray:
+    """A smooth probability map: one Gaussian bump of height ``peaks[i]`` per (x, y)."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    prob = np.zeros(shape)
+    for x, y, p in zip(xs, ys, peaks, strict=True):
+        prob = np.maximum(prob, p * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2)))
+    return prob.astype(np.float32)
+
+
+def test_split_by_probability_separates_merged_neighbours_only():
+    from atd_dl.detect.components import find_components, split_by_probability
+
+    # two stars 6 px apart (saddle ~0.1), one faint bump riding on a bright star's flank
+    # (prominence ~0.03), one isolated star
+    prob = _gauss_map((60, 80), [20, 26, 60, 63.5], [30, 30, 30, 30], [0.9, 0.8, 0.95, 0.12])
+    comps = find_components(prob, 0.05, min_area=2, small_peak_prob=1.01)
+    assert comps.n == 2  # the pair merges, and the bump is part of the isolated star
+    split = split_by_probability(prob, comps, 0.1)
+    assert split.n == 3
+    assert split_by_probability(prob, comps, 0.0) is comps
+    assert split_by_probability(prob, comps, 0.95).n == 2  # nothing that prominent
+    # every pixel keeps a label, numbered 1..n in raster order, with OpenCV-style stats
+    assert np.array_equal(split.labels > 0, comps.labels > 0)
+    assert sorted(np.unique(split.labels[split.labels > 0])) == [1, 2, 3]
+    first = [np.flatnonzero(split.labels.ravel() == lab)[0] for lab in (1, 2, 3)]
+    assert first == sorted(first)
+    for lab in (1, 2, 3):
+        rows, cols = np.nonzero(split.labels == lab)
+        x0, y0, w, h, area = split.stats[lab - 1]
+        assert (x0, y0, w, h, area) == (
+            cols.min(),
+            rows.min(),
+            np.ptp(cols) + 1,
+            np.ptp(rows) + 1,
+            rows.size,
+        )
+    # the pair's parts each hold one of its stars
+    assert split.labels[30, 20] != split.labels[30, 26]
+
+
+def test_low_threshold_keeps_crowded_neighbours_apart_with_the_split():
+    rng = np.random.default_rng(3)
+    xs, ys = np.array([20.0, 26.0, 32.0]), np.array([20.0, 21.0, 20.0])
+    clean = moffat_image((41, 52), xs, ys, [900.0, 700.0, 900.0], fwhm=4.5)
+    prob = _gauss_map((41, 52), xs, ys, [0.9, 0.7, 0.9])
+    image = noisy(clean, rng)
+    merged = extract_sources(prob, 0.05, image_e=image, background_rms_e=RMS_E)
+    cfg = PostprocessConfig(split_prominence=0.1)
+    apart = extract_sources(prob, 0.05, image_e=image, background_rms_e=RMS_E, config=cfg)
+    assert len(apart) == 3 > len(merged)
+    d = np.hypot(apart["x"][:, None] - xs[None], apart["y"][:, None] - ys[None])
+    assert d.min(axis=0).max() < 1.0

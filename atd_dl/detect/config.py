@@ -24,6 +24,10 @@ class PostprocessConfig:
     min_child_area: int = 2  # px; smallest sub-target of the shape (growth) split
     max_children: int = 4  # shape split: at most this many sub-targets
     deblend: bool = True  # False: no splitting at all (trails still flagged)
+    # split components at probability maxima this prominent (0 = off, the paper's chain):
+    # neighbours merged below the probability between them come apart
+    # (:func:`~atd_dl.detect.components.split_by_probability`)
+    split_prominence: float = 0.0
     peak_smooth_sigma: float = 0.5  # px; Gaussian smoothing before peak finding
     deblend_nsigma: float = 3.0  # dip between peaks must exceed this many sigma
     deblend_contrast: float = 0.05  # ... and this fraction of the secondary peak

@@ -64,6 +64,7 @@ from atd_dl.detect.components import (
     component_properties,
     find_components,
     frame_image,
+    split_by_probability,
     with_noise,
 )
 from atd_dl.detect.config import PostprocessConfig
@@ -143,6 +144,8 @@ def segment_sources(
     comps = find_components(
         prob, threshold, min_area=cfg.min_area, small_peak_prob=cfg.small_peak_prob
     )
+    if cfg.deblend:
+        comps = split_by_probability(prob, comps, cfg.split_prominence)
     frame = with_noise(frame, background_rms_e, comps.binary > 0)
     if comps.n == 0:
         return _no_sources(frame, fwhm, unit, cfg)
