@@ -3,22 +3,24 @@
 Usage::
 
     python benchmarks/choose_operating_point.py --model atd_dl/weights/default \
-        [--size 768] [--seed 777] [--max-false 0.3] [--json out.json] [--write]
+        [--size 768] [--seed 777,3777] [--max-false 0.3] [--json out.json] [--write]
 
 Validation set (never the test seeds of ``benchmarks/eval_matrix.py``): randomised frames
 (``atd_dl.sim.randomized``) at FWHM {1.3, 2.5, 4.5} px x density {sparse, paper, crowded},
-one hard frame and one near-empty frame, plus source-free frames (Gaussian sigma 3 and
-30 ADU, Poisson mean 0.2, 0.5, 2, 50 and 1000 counts, Gaussian noise correlated over 0.7
-and 1.4 px; 512²-1024², and one 600 x 1400). For each
-threshold: strict one-to-one P/R/F1 pooled and per frame (3 px, 3 px edge cut, G = true
-stars with 3x3 SNR >= 2) and detections per 10^5 px on the source-free frames. The
-chosen threshold maximises the mean per-frame F1 (frames with >= 20 reference stars)
-with at most ``--max-false`` detections per 10^5 px on the noise frames pooled and
-``--max-false-frame`` on the worst of them. Then false-discovery-rate
-rules (``--fdr``; :mod:`atd_dl.detect.adaptive_threshold`) are scored with that threshold as
-their ceiling and the noise maxima of the source-free frames as their null; the best is
-adopted when it raises the mean frame F1 by ``--rule-gain`` within the same false-alarm
-limit and with every validation frame's strict precision at least ``--min-frame-precision``.
+one hard frame and one near-empty frame per ``--seed``, plus source-free frames (Gaussian
+sigma 3 and 30 ADU, Poisson mean 0.2, 0.5, 2, 50 and 1000 counts, Gaussian noise correlated
+over 0.7 and 1.4 px; 512²-1024², and one 600 x 1400). For each threshold: strict one-to-one
+P/R/F1 pooled and per frame (3 px, 3 px edge cut, G = true stars with 3x3 SNR >= 2) and
+detections per 10^5 px on the source-free frames. The chosen threshold maximises the mean
+per-frame F1 (frames with >= 20 reference stars) with at most ``--max-false`` detections
+per 10^5 px on the noise frames pooled and ``--max-false-frame`` on the worst of them.
+Then false-discovery-rate rules (``--fdr``; :mod:`atd_dl.detect.adaptive_threshold`) are
+scored with that threshold as their ceiling and the noise maxima of the source-free frames
+as their null. Those that raise the mean frame F1 by ``--rule-gain`` within the same
+false-alarm limits and keep the pooled strict precision at ``--min-precision`` (0.9: the
+paper's precision-alignment point) pass; of them the most cautious (lowest target) within
+``--rule-gain`` of the best is adopted. The worst frame's precision is reported, not
+constrained: with one 768² frame per cell it swings by 0.1 between two seeds of a cell.
 ``--write`` stores the threshold (and an adopted rule) in the model's thresholds.json.
 """
 
@@ -43,10 +45,20 @@ CELLS = [(fw, dens) for fw in (1.3, 2.5, 4.5) for dens in ("sparse", "paper", "c
 ]
 
 
-def _validation_frames(size: int, seed: int, folder: Path) -> tuple[list, list, list]:
+def _validation_frames(size: int, seeds: list[int], folder: Path) -> tuple[list, list, list]:
+    """Cell frames of every seed with their references, and the source-free frames."""
+    frames, refs = [], []
+    for seed in seeds:
+        more_frames, more_refs = _cell_frames(size, seed, folder / f"seed{seed}")
+        frames += more_frames
+        refs += more_refs
+    return frames, refs, _noise_frames(seeds[0])
+
+
+def _cell_frames(size: int, seed: int, folder: Path) -> tuple[list, list]:
+    """One randomised frame per cell of :data:`CELLS`, cell ``i`` from seed ``seed + i``."""
     from astropy.table import Table
 
-    from atd_dl.evaluate.operating_point import array_frame, noise_frame
     from atd_dl.evaluate.references import references_from_truth
     from atd_dl.io.fits_io import read_frame
     from atd_dl.sim.randomized import DENSITY_CELLS, write_random_frames
@@ -69,8 +81,15 @@ def _validation_frames(size: int, seed: int, folder: Path) -> tuple[list, list, 
         frames.append(read_frame(fpath))
         truth = Table.read(out / "truth" / f"{fpath.name[:-5]}.ecsv", format="ascii.ecsv")
         refs.append(references_from_truth(truth))
+    return frames, refs
+
+
+def _noise_frames(seed: int) -> list:
+    """The source-free validation frames (see the module docstring)."""
+    from atd_dl.evaluate.operating_point import array_frame, noise_frame
+
     rng = np.random.default_rng(seed)
-    noise = [
+    return [
         array_frame(noise_frame((1024, 1024), "gaussian", 3.0, rng)),
         array_frame(noise_frame((1024, 1024), "gaussian", 30.0, rng)),
         array_frame(noise_frame((1024, 1024), "poisson", 2.0, rng), gain=1.0),
@@ -81,14 +100,25 @@ def _validation_frames(size: int, seed: int, folder: Path) -> tuple[list, list, 
         array_frame(noise_frame((768, 768), "correlated", 10.0, rng, corr_px=0.7)),
         array_frame(noise_frame((768, 768), "correlated", 10.0, rng, corr_px=1.4)),
     ]
-    return frames, refs, noise
+
+
+def _most_cautious(passing: list[tuple[Any, float]], tolerance: float) -> Any:
+    """The rule of the lowest FDR target (then the highest floor) whose mean frame F1 is
+    within ``tolerance`` of the best of ``passing`` ((rule, mean F1) pairs); None if empty."""
+    if not passing:
+        return None
+    top = max(f1 for _, f1 in passing)
+    near = [rule for rule, f1 in passing if f1 >= top - tolerance]
+    return min(near, key=lambda r: (r.fdr, -r.min_threshold))
 
 
 def _per_frame_rule(detector, scored, best, args) -> tuple[Any, list[dict]]:
     """Score false-discovery-rate rules (atd_dl.detect.adaptive_threshold) with ``best`` as
-    the noise-safe ceiling and the noise maxima of the source-free validation frames; the
-    best one is adopted when its mean frame F1 beats the fixed threshold's by ``--rule-gain``
-    with the false-alarm limit still met. Returns ``(rule or None, rows)``."""
+    the noise-safe ceiling and the noise maxima of the source-free validation frames. Among
+    the rules within the limits whose mean frame F1 beats the fixed threshold's by
+    ``--rule-gain``, the most cautious (lowest target) within ``--rule-gain`` of the best is
+    adopted: a larger target that adds less than that is noise of the validation draw.
+    Returns ``(rule or None, rows)``."""
     from atd_dl.detect.adaptive_threshold import FdrRule, noise_peaks_per_px
     from atd_dl.evaluate.operating_point import score_rule
 
@@ -103,7 +133,7 @@ def _per_frame_rule(detector, scored, best, args) -> tuple[Any, list[dict]]:
         tuple(float(v) for v in noise_peaks_per_px(other, grid)),
         tuple(float(v) for v in noise_peaks_per_px(counting, grid)),
     )
-    rows, best_rule, best_f1 = [], None, best.mean_frame_f1 + args.rule_gain
+    rows, passing = [], []
     for mode, fdr, low in itertools.product(args.null, args.fdr, args.min_threshold):
         if mode == "own" and args.mirror_px <= 0:
             continue
@@ -124,7 +154,7 @@ def _per_frame_rule(detector, scored, best, args) -> tuple[Any, list[dict]]:
         # the rule keeps the ceiling on source-free frames: it may not add false alarms there
         ok = row.false_per_1e5px <= max(args.max_false, best.false_per_1e5px) + 1e-9
         ok &= row.worst_false_per_1e5px <= best.worst_false_per_1e5px + 1e-9
-        ok &= row.min_frame_precision >= args.min_frame_precision
+        ok &= row.precision >= args.min_precision
         print(
             f"per-frame rule ({mode} null) fdr {fdr:g} >= {low:g}: P {row.precision:.3f} "
             f"R {row.recall:.3f} "
@@ -132,9 +162,10 @@ def _per_frame_rule(detector, scored, best, args) -> tuple[Any, list[dict]]:
             f"worst frame P {row.min_frame_precision:.3f} "
             f"false/1e5px {row.false_per_1e5px:.3f}{'' if ok else ' (over a limit)'}"
         )
-        if ok and row.mean_frame_f1 > best_f1:
-            best_rule, best_f1 = detector.fdr_rule, row.mean_frame_f1
+        if ok and row.mean_frame_f1 > best.mean_frame_f1 + args.rule_gain:
+            passing.append((detector.fdr_rule, row.mean_frame_f1))
     detector.fdr_rule = None
+    best_rule = _most_cautious(passing, args.rule_gain)
     print(
         "per-frame rule: "
         + (f"adopted, {best_rule.describe()}" if best_rule else "not adopted (no gain)")
@@ -146,7 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model folder (default: the shipped model)")
     ap.add_argument("--size", type=int, default=768)
-    ap.add_argument("--seed", type=int, default=777)
+    ap.add_argument(
+        "--seed",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[777, 3777],
+        help="validation seeds (comma list): one frame per cell each, cell i from seed + i",
+    )
     ap.add_argument("--max-false", type=float, default=0.3, help="per 10^5 px on noise frames")
     ap.add_argument(
         "--max-false-frame",
@@ -190,11 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         help="mean frame F1 a per-frame rule must add over the fixed threshold to be adopted",
     )
     ap.add_argument(
-        "--min-frame-precision",
+        "--min-precision",
         type=float,
         default=0.9,
-        help="strict precision every validation frame (>= 20 stars) must keep under a "
-        "per-frame rule for it to be adopted",
+        help="strict precision pooled over the validation frames a per-frame rule must keep "
+        "for it to be adopted",
     )
     ap.add_argument(
         "--symmetries",

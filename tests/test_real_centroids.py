@@ -8,11 +8,11 @@ pixels; stars with SExtractor SNR > 50, flags 0, no neighbour within 3 FWHM).
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _benchmarks import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "real"
@@ -30,11 +30,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def agreement():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import centroid_agreement
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    centroid_agreement = load_benchmark("centroid_agreement")
     paths = [DATA / name for name in FRAMES if (DATA / name).is_file()]
     if not paths:
         pytest.skip("problem frames absent")
@@ -62,11 +58,7 @@ def test_no_readout_direction_offset_on_mosaic_extensions():
     path = DATA / "mef_raw_test_frame.fits"
     if not path.is_file():
         pytest.skip("mosaic frame absent")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import centroid_agreement
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    centroid_agreement = load_benchmark("centroid_agreement")
     rows = centroid_agreement.measure_frames(
         [path], selections={"isolated": centroid_agreement.SELECTIONS["isolated"]}
     )["isolated"]
