@@ -286,12 +286,12 @@ def test_own_null_is_an_upper_bound_in_own_null_mode() -> None:
     assert np.all(null > 0)  # no maximum seen, yet an upper bound of ~3 per crop
 
 
-def test_box_significance_scales_with_correlated_noise() -> None:
+def test_self_scaled_box_sums_follow_correlated_noise() -> None:
     """Box sums in units of their own scatter: white or correlated noise seldom reaches
     :data:`NOISE_PEAK_MAX_SIGMA`, though in pixel-rms units correlated noise often does."""
     from scipy.ndimage import gaussian_filter
 
-    from atd_dl.detect.adaptive_threshold import NOISE_PEAK_MAX_SIGMA, box_significance
+    from atd_dl.detect.adaptive_threshold import NOISE_PEAK_MAX_SIGMA, self_scaled_box_sums
 
     rng = np.random.default_rng(8)
     usable = np.ones((400, 400), bool)
@@ -302,13 +302,13 @@ def test_box_significance_scales_with_correlated_noise() -> None:
             noise /= noise.std()  # pixel rms 1, as the background rms would say
             # in pixel-rms units (a box sum of white noise scatters by 3) it is no rare event
             assert np.mean(np.abs(_box(noise)) / 3.0 > NOISE_PEAK_MAX_SIGMA) > 1e-3
-        sig = box_significance(noise, np.ones_like(noise), usable)
+        sig = self_scaled_box_sums(noise, np.ones_like(noise), usable)
         assert np.std(sig[2:-2, 2:-2]) == pytest.approx(1.0, abs=0.1)
         assert np.mean(np.abs(sig) > NOISE_PEAK_MAX_SIGMA) < 1e-4
     blob = np.zeros(usable.shape)
     blob[200, 200] = 30.0
     noise = rng.normal(0.0, 1.0, usable.shape) + blob
-    assert box_significance(noise, np.ones_like(noise), usable)[200, 200] > 8
+    assert self_scaled_box_sums(noise, np.ones_like(noise), usable)[200, 200] > 8
 
 
 def _box(image: np.ndarray) -> np.ndarray:

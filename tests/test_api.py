@@ -49,7 +49,7 @@ def test_simulate_returns_a_raw_frame_truth_and_header(frame) -> None:
     np.testing.assert_array_equal(again.image, frame.image)
 
 
-def test_detect_finds_the_bright_stars_with_units(frame, catalog) -> None:
+def test_detect_finds_the_bright_stars_with_units(frame, model, catalog) -> None:
     assert isinstance(catalog, QTable) and len(catalog) > 50
     assert catalog["x"].unit == u.pix and catalog["y"].unit == u.pix
     assert catalog["flux"].unit == u.electron  # the simulated header has a gain
@@ -60,7 +60,13 @@ def test_detect_finds_the_bright_stars_with_units(frame, catalog) -> None:
     scores = atd_dl.evaluate(catalog, bright, snr_min=0.0)
     assert scores["recall"] > 0.9
     overall = atd_dl.evaluate(catalog, truth)
-    assert overall["precision"] > 0.9 and 0.0 < overall["recall"] < 1.0
+    assert overall["precision"] > 0.8 and 0.0 < overall["recall"] < 1.0
+    # the per-frame rule cuts this paper-density frame below the noise-safe threshold, for
+    # a better F1 than that fixed cut (P 0.84 / R 0.75 against 0.94 / 0.59 on 2026-12-02)
+    model_threshold = float(catalog.meta["threshold"])
+    ceiling = atd_dl.detect(frame.image, model, header=frame.header, threshold=0.75)
+    assert model_threshold < 0.75
+    assert overall["f1"] > atd_dl.evaluate(ceiling, truth)["f1"]
 
 
 def test_array_and_path_inputs_give_the_same_catalog(frame, model, catalog, tmp_path) -> None:

@@ -123,7 +123,10 @@ def test_negative_test_model_finds_real_stars() -> None:
     res = negative_test(frame, det, sextractor=False)
     row = res.row(MODEL_ROW)
     assert row is not None
-    assert row.threshold == det.threshold and row.threshold_unit == "probability"
+    # the frame's own threshold: the per-frame rule's, at most the noise-safe one
+    prepared = det.prepare(frame)
+    assert row.threshold == det.frame_threshold(prepared, det.infer(prepared))
+    assert row.threshold <= det.threshold and row.threshold_unit == "probability"
     assert row.n_frame >= 10
     assert row.n_frame - row.n_mirror > 0 and row.n_real == row.n_frame - row.n_mirror
     assert res.shape == (256, 256) and res.sextractor_note

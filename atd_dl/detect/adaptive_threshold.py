@@ -59,7 +59,7 @@ __all__ = [
     "FdrRule",
     "probability_peaks",
     "peak_positions",
-    "box_significance",
+    "self_scaled_box_sums",
     "peak_counts",
     "noise_peaks_per_px",
     "mirror_null_per_px",
@@ -249,7 +249,7 @@ def mirror_null_per_px(
     if area == 0:
         return None
     ys, xs, values = peak_positions(prob[inner], usable)
-    significance = box_significance(mirrored[inner], rms[sl][inner], usable)
+    significance = self_scaled_box_sums(mirrored[inner], rms[sl][inner], usable)
     noise_like = np.sort(values[significance[ys, xs] < NOISE_PEAK_MAX_SIGMA])
     grid = np.asarray(rule.thresholds, np.float32)
     counts = (len(noise_like) - np.searchsorted(noise_like, grid, "left")).astype(np.float64)
@@ -264,7 +264,7 @@ def mirror_null_per_px(
 NOISE_PEAK_MAX_SIGMA = 5.0
 
 
-def box_significance(image: np.ndarray, rms: np.ndarray, usable: np.ndarray) -> np.ndarray:
+def self_scaled_box_sums(image: np.ndarray, rms: np.ndarray, usable: np.ndarray) -> np.ndarray:
     """The 3 x 3 box sum of ``image / rms`` in units of its own robust (MAD) scatter over the
     ``usable`` pixels: the significance of a point source of any width the noise can fake,
     correlated noise included (its box sums scatter more, so the unit grows with it)."""

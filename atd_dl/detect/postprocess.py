@@ -145,7 +145,7 @@ def segment_sources(
         prob, threshold, min_area=cfg.min_area, small_peak_prob=cfg.small_peak_prob
     )
     if cfg.deblend:
-        comps = split_by_probability(prob, comps, cfg.split_prominence)
+        comps = split_by_probability(prob, comps, cfg, saturated)
     frame = with_noise(frame, background_rms_e, comps.binary > 0)
     if comps.n == 0:
         return _no_sources(frame, fwhm, unit, cfg)
