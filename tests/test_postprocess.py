@@ -345,10 +345,10 @@ def test_split_by_probability_separates_merged_neighbours_only():
     prob = _gauss_map((60, 80), [20, 26, 60, 63.5], [30, 30, 30, 30], [0.9, 0.8, 0.95, 0.12])
     comps = find_components(prob, 0.05, min_area=2, small_peak_prob=1.01)
     assert comps.n == 2  # the pair merges, and the bump is part of the isolated star
-    split = split_by_probability(prob, comps, PostprocessConfig(split_prominence=0.1))
+    split = split_by_probability(prob, comps, 0.1)
     assert split.n == 3
-    assert split_by_probability(prob, comps, PostprocessConfig()) is comps  # off by default
-    assert split_by_probability(prob, comps, PostprocessConfig(split_prominence=0.95)).n == 2
+    assert split_by_probability(prob, comps, 0.0) is comps
+    assert split_by_probability(prob, comps, 0.95).n == 2  # nothing that prominent
     # every pixel keeps a label, numbered 1..n in raster order, with OpenCV-style stats
     assert np.array_equal(split.labels > 0, comps.labels > 0)
     assert sorted(np.unique(split.labels[split.labels > 0])) == [1, 2, 3]
@@ -366,22 +366,36 @@ def test_split_by_probability_separates_merged_neighbours_only():
         )
     # the pair's parts each hold one of its stars
     assert split.labels[30, 20] != split.labels[30, 26]
-    # a pair touching a saturated pixel stays whole (saturated stars come later)
-    saturated = np.zeros(prob.shape, bool)
-    saturated[30, 20] = True
+    # components marked whole (trails, saturated stars: their stages come later) stay whole
+    whole = np.zeros(comps.n + 1, bool)
+    whole[comps.labels[30, 20]] = True
+    assert split_by_probability(prob, comps, 0.1, whole).n == 2
+
+
+def test_split_leaves_trails_and_saturated_stars_whole():
+    rng = np.random.default_rng(5)
+    image, flat_prob, _ = _trail_image(rng, stars=False)
+    # the network's map wiggles along a track: maxima of prominence ~0.5 every 4 px
+    xs = np.arange(31.0, 69.0, 4.0)
+    ys = 40 + (xs - 50) * np.tan(0.5)
+    prob = np.minimum(flat_prob, _gauss_map(flat_prob.shape, xs, ys, np.full(xs.size, 0.9), 1.5))
+    prob = np.where(flat_prob > 0, np.maximum(prob, 0.06), 0.0).astype(np.float32)
     cfg = PostprocessConfig(split_prominence=0.1)
-    assert split_by_probability(prob, comps, cfg, saturated).n == 2
-
-
-def test_split_by_probability_leaves_trails_whole():
-    from atd_dl.detect.components import find_components, split_by_probability
-
-    # a 40-px track whose probability wiggles along it (maxima of prominence ~0.3)
-    xs = np.arange(20.0, 60.0, 4.0)
-    prob = _gauss_map((40, 80), xs, np.full(xs.size, 20.0), np.full(xs.size, 0.9), sigma=1.5)
-    comps = find_components(prob, 0.05, min_area=2, small_peak_prob=1.01)
-    assert comps.n == 1
-    assert split_by_probability(prob, comps, PostprocessConfig(split_prominence=0.1)).n == 1
+    cat = extract_sources(prob, 0.05, image_e=image, background_rms_e=RMS_E, config=cfg)
+    assert len(cat) == 1 and has_flag(cat["flags"], SourceFlag.TRAIL)[0]
+    # a saturated star whose map has a ring of maxima stays one detection
+    clean = moffat_image((41, 41), [20.0], [20.0], [4e6])
+    sat = clean > 60000
+    ring = _gauss_map((41, 41), [20, 26, 14, 20, 20], [20, 20, 20, 26, 14], [1, 0.6, 0.6, 0.6, 0.6])
+    cat = extract_sources(
+        ring,
+        0.05,
+        image_e=np.where(sat, 60000.0, noisy(clean, rng)).astype(np.float32),
+        background_rms_e=RMS_E,
+        saturated=sat,
+        config=cfg,
+    )
+    assert len(cat) == 1 and has_flag(cat["flags"], SourceFlag.SATURATED)[0]
 
 
 def test_low_threshold_keeps_crowded_neighbours_apart_with_the_split():

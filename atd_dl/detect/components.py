@@ -24,7 +24,6 @@ import numpy as np
 from astropy.stats import mad_std
 
 from atd_dl.detect import deblend
-from atd_dl.detect.config import PostprocessConfig
 
 _KERNEL = np.ones((3, 3), np.uint8)
 
@@ -172,23 +171,22 @@ def find_components(
 def split_by_probability(
     prob: np.ndarray,
     comps: Components,
-    cfg: PostprocessConfig,
-    saturated: np.ndarray | None = None,
+    prominence: float,
+    keep_whole: np.ndarray | None = None,
 ) -> Components:
-    """Split components holding several probability maxima of ``cfg.split_prominence``.
+    """Split components holding several probability maxima of ``prominence`` or more.
 
     A component of ``prob >= threshold`` merges neighbouring stars once the threshold falls
     below the probability between them (crowded fields, broad PSFs); the network's map still
     shows one maximum per star. Each maximum whose height over the saddle towards any higher
-    maximum of its component is at least the prominence (an h-maximum, Soille 2003, §6.3.4)
+    maximum of its component is at least ``prominence`` (an h-maximum, Soille 2003, §6.3.4)
     seeds one part; the component's pixels go to the part they climb to (watershed of
-    ``-prob``). The intensity-based deblending then works inside each part. Components that
-    touch a ``saturated`` pixel or are shaped like a trail (the trail test's elongation and
-    length) stay whole: their stages come later. A prominence <= 0 returns ``comps``
-    unchanged. Parts are renumbered in the raster order of their first pixel, as
-    :func:`find_components` numbers components.
+    ``-prob``). The intensity-based deblending then works inside each part. Components with
+    ``keep_whole`` (bool per label, index 0 unused: trails, saturated stars) are left as
+    they are. ``prominence`` <= 0 returns ``comps`` unchanged. Parts are renumbered in the
+    raster order of their first pixel, as :func:`find_components` numbers components.
     """
-    if cfg.split_prominence <= 0 or comps.n == 0:
+    if prominence <= 0 or comps.n == 0:
         return comps
     from scipy import ndimage
     from skimage.morphology import h_maxima
@@ -198,18 +196,16 @@ def split_by_probability(
 
     p = np.where(comps.labels > 0, np.nan_to_num(np.asarray(prob, np.float64)), 0.0)
     ys, xs, _ = peak_positions(p, comps.labels > 0)
-    n_max = np.bincount(comps.labels[ys, xs], minlength=comps.n + 1)
+    candidate = np.bincount(comps.labels[ys, xs], minlength=comps.n + 1) >= 2
+    if keep_whole is not None:
+        candidate &= ~np.asarray(keep_whole, bool)
     labels = comps.labels.astype(np.int64)
     next_label = comps.n + 1
-    for lab in np.flatnonzero(n_max >= 2):
+    for lab in np.flatnonzero(candidate):
         box = comps.bbox(lab)
         inside = labels[box] == lab
-        if _keep_whole(inside, None if saturated is None else saturated[box], cfg):
-            continue
         crop = np.where(inside, p[box], 0.0)
-        markers, n_parts = ndimage.label(
-            h_maxima(crop, cfg.split_prominence) > 0, structure=_KERNEL
-        )
+        markers, n_parts = ndimage.label(h_maxima(crop, prominence) > 0, structure=_KERNEL)
         if n_parts < 2:
             continue
         parts = watershed(-crop, markers, mask=inside, connectivity=2)
@@ -218,23 +214,6 @@ def split_by_probability(
     if next_label == comps.n + 1:
         return comps
     return _renumbered(labels, comps.binary)
-
-
-def _keep_whole(inside: np.ndarray, saturated: np.ndarray | None, cfg: PostprocessConfig) -> bool:
-    """A component (``inside``, its bounding box) that touches a saturated pixel or is as
-    elongated and long as a trail candidate (pixel second moments, each eigenvalue plus 1/12)."""
-    if saturated is not None and np.any(saturated & inside):
-        return True
-    ys, xs = np.nonzero(inside)
-    if ys.size < 3:
-        return False
-    l2, l1 = (
-        np.linalg.eigvalsh(np.cov(np.vstack([xs, ys]).astype(np.float64), bias=True)) + 1.0 / 12.0
-    )
-    elongation = np.sqrt(l1 / max(l2, 1e-12))
-    return bool(
-        elongation >= cfg.trail_min_elongation and np.sqrt(12.0 * l1) >= cfg.trail_min_length
-    )
 
 
 def _renumbered(labels: np.ndarray, binary: np.ndarray) -> Components:
