@@ -173,6 +173,7 @@ def split_by_probability(
     comps: Components,
     prominence: float,
     keep_whole: np.ndarray | None = None,
+    saturated: np.ndarray | None = None,
 ) -> Components:
     """Split components holding several probability maxima of ``prominence`` or more.
 
@@ -182,9 +183,11 @@ def split_by_probability(
     maximum of its component is at least ``prominence`` (an h-maximum, Soille 2003, §6.3.4)
     seeds one part; the component's pixels go to the part they climb to (watershed of
     ``-prob``). The intensity-based deblending then works inside each part. Components with
-    ``keep_whole`` (bool per label, index 0 unused: trails, saturated stars) are left as
-    they are. ``prominence`` <= 0 returns ``comps`` unchanged. Parts are renumbered in the
-    raster order of their first pixel, as :func:`find_components` numbers components.
+    ``keep_whole`` (bool per label, index 0 unused: trails) are left as they are. Maxima
+    near a ``saturated`` star (:func:`_join_saturated`) seed one part with it: its map may
+    ring, and its own stage comes later. ``prominence`` <= 0 returns ``comps`` unchanged.
+    Parts are renumbered in the raster order of their first pixel, as
+    :func:`find_components` numbers components.
     """
     if prominence <= 0 or comps.n == 0:
         return comps
@@ -206,6 +209,8 @@ def split_by_probability(
         inside = labels[box] == lab
         crop = np.where(inside, p[box], 0.0)
         markers, n_parts = ndimage.label(h_maxima(crop, prominence) > 0, structure=_KERNEL)
+        if saturated is not None and n_parts >= 2:
+            markers, n_parts = _join_saturated(markers, saturated[box] & inside)
         if n_parts < 2:
             continue
         parts = watershed(-crop, markers, mask=inside, connectivity=2)
@@ -214,6 +219,25 @@ def split_by_probability(
     if next_label == comps.n + 1:
         return comps
     return _renumbered(labels, comps.binary)
+
+
+def _join_saturated(markers: np.ndarray, saturated: np.ndarray) -> tuple[np.ndarray, int]:
+    """Markers (labels 1..n) within ``max(6, 3 r_sat)`` px of the ``saturated`` pixels
+    (``r_sat`` their equivalent radius: a brighter star rings farther out) become one
+    marker; returns the markers renumbered 1..m and m."""
+    n_sat = int(np.count_nonzero(saturated))
+    if n_sat:
+        from scipy import ndimage
+
+        reach = max(6.0, 3.0 * float(np.sqrt(n_sat / np.pi)))
+        near = ndimage.distance_transform_edt(~saturated) <= reach
+        joined = np.unique(markers[near & (markers > 0)])
+        if joined.size > 1:
+            markers = np.where(np.isin(markers, joined), joined[0], markers)
+    present = np.unique(markers[markers > 0])
+    remap = np.zeros(int(markers.max()) + 1, markers.dtype)
+    remap[present] = np.arange(1, present.size + 1)
+    return remap[markers], int(present.size)
 
 
 def _renumbered(labels: np.ndarray, binary: np.ndarray) -> Components:

@@ -148,8 +148,8 @@ def segment_sources(
     if comps.n == 0:
         return _no_sources(frame, fwhm, unit, cfg)
     if cfg.deblend and cfg.split_prominence > 0:
-        whole = _trails_or_saturated(frame, comps, cfg)
-        comps = split_by_probability(prob, comps, cfg.split_prominence, whole)
+        trails = _trails(frame, comps, cfg)
+        comps = split_by_probability(prob, comps, cfg.split_prominence, trails, frame.saturated)
     d = deblended_sources(frame, comps, fwhm, cfg)
     meas = measure_sources(frame, prob, d.pix, d.props, d.sources, d.split, d.psf.fwhm, cfg)
     flags = _flags(d.sources, meas, frame.shape, edge, cfg)
@@ -172,16 +172,14 @@ class Deblended:
     sources: Sources
 
 
-def _trails_or_saturated(
-    frame: FrameImage, comps: Components, cfg: PostprocessConfig
-) -> np.ndarray:
-    """Bool per label (index 0 unused): the component is a trail or touches a saturated
-    pixel; the probability split leaves those whole for their own stages."""
+def _trails(frame: FrameImage, comps: Components, cfg: PostprocessConfig) -> np.ndarray:
+    """Bool per label (index 0 unused): the component is a trail (the probability split
+    leaves those whole for the trail stage)."""
     pix = component_pixels(comps, frame)
     props = component_properties(comps, pix, frame)
     smooth = deblend.gaussian_smooth(frame.image, cfg.peak_smooth_sigma)
     nf = deblend.smoothing_noise_factor(cfg.peak_smooth_sigma)
-    return find_trails(comps, props, frame, smooth, nf, cfg) | props.saturated
+    return find_trails(comps, props, frame, smooth, nf, cfg)
 
 
 def deblended_sources(
