@@ -110,7 +110,10 @@ import atd_dl
 
 image, truth, header = atd_dl.simulate(seed=7, size=384)
 found = atd_dl.detect(image, header=header, device="cpu")
-assert atd_dl.evaluate(found, truth)["precision"] > 0.9
+fixed = atd_dl.detect(image, header=header, device="cpu", threshold=0.75)
+# the per-frame rule cuts this paper-density frame low: a better F1 than the fixed cut
+score, ceiling = atd_dl.evaluate(found, truth), atd_dl.evaluate(fixed, truth)
+assert score["precision"] > 0.8 and score["f1"] > ceiling["f1"], (score, ceiling)
 leaked = sorted(m for m in sys.modules if m.split(".")[0] in OPTIONAL)
 assert not leaked, leaked
 print(f"   {len(found)} sources; no optional package imported")
