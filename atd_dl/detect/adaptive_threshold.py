@@ -199,8 +199,13 @@ def peak_counts(
     prob: np.ndarray, thresholds: Sequence[float] | np.ndarray, valid: np.ndarray | None = None
 ) -> np.ndarray:
     """Number of :func:`probability_peaks` at or above each of ``thresholds``."""
-    peaks = np.sort(probability_peaks(prob, valid))
-    return len(peaks) - np.searchsorted(peaks, np.asarray(thresholds, np.float32), "left")
+    return _at_or_above(probability_peaks(prob, valid), thresholds)
+
+
+def _at_or_above(values: np.ndarray, thresholds: Sequence[float] | np.ndarray) -> np.ndarray:
+    """How many of ``values`` (peak probabilities) lie at or above each threshold."""
+    ordered = np.sort(np.asarray(values, np.float32))
+    return len(ordered) - np.searchsorted(ordered, np.asarray(thresholds, np.float32), "left")
 
 
 def noise_peaks_per_px(
@@ -250,9 +255,8 @@ def mirror_null_per_px(
         return None
     ys, xs, values = peak_positions(prob[inner], usable)
     significance = self_scaled_box_sums(mirrored[inner], rms[sl][inner], usable)
-    noise_like = np.sort(values[significance[ys, xs] < NOISE_PEAK_MAX_SIGMA])
-    grid = np.asarray(rule.thresholds, np.float32)
-    counts = (len(noise_like) - np.searchsorted(noise_like, grid, "left")).astype(np.float64)
+    noise_like = values[significance[ys, xs] < NOISE_PEAK_MAX_SIGMA]
+    counts = _at_or_above(noise_like, rule.thresholds).astype(np.float64)
     if rule.own_null_mode:  # the estimate replaces the shipped null: take its upper bound
         counts = poisson_upper(counts)
     return counts / area
@@ -268,16 +272,15 @@ def self_scaled_box_sums(image: np.ndarray, rms: np.ndarray, usable: np.ndarray)
     """The 3 x 3 box sum of ``image / rms`` in units of its own robust (MAD) scatter over the
     ``usable`` pixels: the significance of a point source of any width the noise can fake,
     correlated noise included (its box sums scatter more, so the unit grows with it)."""
+    from astropy.stats import mad_std
     from scipy.ndimage import uniform_filter
-
-    from atd_dl.prep.background_mesh import MAD_TO_STD
 
     z = np.where(usable & (rms > 0), image / np.where(rms > 0, rms, 1.0), 0.0)
     box = 9.0 * uniform_filter(z.astype(np.float64), size=3, mode="constant")
     sample = box[usable]
     if sample.size == 0:
         return np.zeros_like(box)
-    scale = MAD_TO_STD * float(np.median(np.abs(sample - np.median(sample))))
+    scale = float(mad_std(sample))
     return box / scale if scale > 0 else np.zeros_like(box)
 
 
@@ -336,8 +339,7 @@ def threshold_from_peaks(
     grid, null = grid[keep], null[keep]
     if grid.size == 0 or area == 0:
         return rule.ceiling
-    sorted_peaks = np.sort(np.asarray(peaks, dtype=np.float32))
-    n_above = len(sorted_peaks) - np.searchsorted(sorted_peaks, grid.astype(np.float32), "left")
+    n_above = _at_or_above(peaks, grid)
     expected = null * area
     ok = expected <= rule.fdr * np.maximum(n_above, 1)
     # lowest grid value from which every higher value (up to the ceiling) passes

@@ -82,9 +82,11 @@ from atd_dl.detect.trails import find_trails
 __all__ = [
     "CATALOG_COLUMNS",
     "STANDARD_COLUMNS",
+    "ComponentRecords",
     "Deblended",
     "Extraction",
     "PostprocessConfig",
+    "component_records",
     "deblended_sources",
     "extract_sources",
     "segment_sources",
@@ -147,10 +149,15 @@ def segment_sources(
     frame = with_noise(frame, background_rms_e, comps.binary > 0)
     if comps.n == 0:
         return _no_sources(frame, fwhm, unit, cfg)
+    records = None
     if cfg.deblend and cfg.split_prominence > 0:
-        trails = _trails(frame, comps, cfg)
-        comps = split_by_probability(prob, comps, cfg.split_prominence, trails, frame.saturated)
-    d = deblended_sources(frame, comps, fwhm, cfg)
+        records = component_records(frame, comps, cfg)
+        parts = split_by_probability(
+            prob, comps, cfg.split_prominence, records.trail, frame.saturated
+        )
+        if parts is not comps:  # new labels: their records again, the smoothing kept
+            comps, records = parts, component_records(frame, parts, cfg, records.smooth)
+    d = deblended_sources(frame, comps, fwhm, cfg, records)
     meas = measure_sources(frame, prob, d.pix, d.props, d.sources, d.split, d.psf.fwhm, cfg)
     flags = _flags(d.sources, meas, frame.shape, edge, cfg)
     table = SourceCatalog(d.sources, meas, flags, unit).to_table()
@@ -172,28 +179,47 @@ class Deblended:
     sources: Sources
 
 
-def _trails(frame: FrameImage, comps: Components, cfg: PostprocessConfig) -> np.ndarray:
-    """Bool per label (index 0 unused): the component is a trail (the probability split
-    leaves those whole for the trail stage)."""
+@dataclass
+class ComponentRecords:
+    """Stage 2 on one labelling: pixels, properties, trails and the smoothed frame."""
+
+    pix: Pixels
+    props: ComponentProps
+    trail: np.ndarray  # bool per label (index 0 unused)
+    smooth: np.ndarray  # the frame smoothed for peak finding
+    noise_factor: float  # rms reduction of that smoothing
+
+
+def component_records(
+    frame: FrameImage,
+    comps: Components,
+    cfg: PostprocessConfig,
+    smooth: np.ndarray | None = None,
+) -> ComponentRecords:
+    """Per-component pixels and properties and the trail test on ``comps``; ``smooth``
+    (the frame smoothed by ``cfg.peak_smooth_sigma``) is computed when not given."""
     pix = component_pixels(comps, frame)
     props = component_properties(comps, pix, frame)
-    smooth = deblend.gaussian_smooth(frame.image, cfg.peak_smooth_sigma)
+    if smooth is None:
+        smooth = deblend.gaussian_smooth(frame.image, cfg.peak_smooth_sigma)
     nf = deblend.smoothing_noise_factor(cfg.peak_smooth_sigma)
-    return find_trails(comps, props, frame, smooth, nf, cfg)
+    trail = find_trails(comps, props, frame, smooth, nf, cfg)
+    return ComponentRecords(pix, props, trail, smooth, nf)
 
 
 def deblended_sources(
-    frame: FrameImage, comps: Components, fwhm: float | None, cfg: PostprocessConfig
+    frame: FrameImage,
+    comps: Components,
+    fwhm: float | None,
+    cfg: PostprocessConfig,
+    records: ComponentRecords | None = None,
 ) -> Deblended:
     """Stages 2-3 on the components of ``frame``: per-component pixels and properties,
-    trails, peaks, the reference PSF (``fwhm`` px, measured when None) and the deblended
-    sources with their segmentation map."""
-    pix = component_pixels(comps, frame)
-    props = component_properties(comps, pix, frame)
-    smooth = deblend.gaussian_smooth(frame.image, cfg.peak_smooth_sigma)
-    nf = deblend.smoothing_noise_factor(cfg.peak_smooth_sigma)
-    trail = find_trails(comps, props, frame, smooth, nf, cfg)
-    peaks = deblend.find_component_peaks(smooth, comps, pix, nf, cfg)
+    trails (``records`` of these ``comps`` when already computed), peaks, the reference PSF
+    (``fwhm`` px, measured when None) and the deblended sources with their segmentation map."""
+    r = records or component_records(frame, comps, cfg)
+    pix, props, trail, smooth = r.pix, r.props, r.trail, r.smooth
+    peaks = deblend.find_component_peaks(smooth, comps, pix, r.noise_factor, cfg)
     imom = deblend.intensity_moments(
         pix.label, pix.index, frame.shape[1], comps.n, pix.value, pix.var
     )
